@@ -1,0 +1,217 @@
+"""Heatmap-only baselines HIH is compared with: argmax, quarter shift, DARK, soft-argmax.
+
+All share one target renderer (``gaussian.render_gaussians``) and differ only in where the
+Gaussian is centred and how the last stack's heatmap is read back. Heatmap pixel (x, y) is
+centred at integer coordinate (x, y). Scores are the raw heatmap maximum.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from hih_lightning.codecs.base import Codec, Decoded
+from hih_lightning.codecs.gaussian import (
+    flat_argmax,
+    gather_pixels,
+    render_gaussians,
+    working_dtype,
+)
+from hih_lightning.models.output import NetOutput
+
+_ROUNDINGS = ("round", "floor", "none")
+
+
+class ArgmaxCodec(Codec):
+    """Gaussian on the rounded (or floored) pixel; decode = plain argmax.
+
+    rounding: "round" (round half up, error <= 0.5 px per axis), "floor" (error in [0, 1)),
+    or "none" (Gaussian at the sub-pixel point, i.e. unbiased targets).
+    """
+
+    def __init__(self, heatmap_size: int = 64, sigma: float = 1.5,
+                 rounding: str = "round") -> None:
+        if rounding not in _ROUNDINGS:
+            raise ValueError(f"rounding must be one of {_ROUNDINGS}, got {rounding!r}")
+        self.heatmap_size = int(heatmap_size)
+        self.sigma = float(sigma)
+        self.rounding = rounding
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(heatmap_size={self.heatmap_size}, sigma={self.sigma}, "
+                f"rounding={self.rounding!r})")
+
+    def centres(self, landmarks: torch.Tensor) -> torch.Tensor:
+        """Where the target Gaussian goes, (B, N, 2) float heatmap pixels."""
+        p = landmarks.to(working_dtype(landmarks))
+        if self.rounding == "none":
+            return p
+        q = torch.floor(p + 0.5) if self.rounding == "round" else torch.floor(p)
+        return q.clamp_(0, self.heatmap_size - 1)
+
+    def encode(self, landmarks: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{"heatmaps": (B, N, H, W)} Gaussian targets, peak 1."""
+        size = self.heatmap_size
+        return {"heatmaps": render_gaussians(self.centres(landmarks), size, size, self.sigma)}
+
+    def decode(self, output: NetOutput) -> Decoded:
+        """Integer argmax of the last stack."""
+        ix, iy, score = flat_argmax(output.heatmaps[:, -1])
+        return Decoded(torch.stack((ix.float(), iy.float()), dim=-1), score)
+
+
+class QuarterShiftCodec(ArgmaxCodec):
+    """Argmax + 0.25 px toward the higher 4-neighbour per axis (Hourglass/HRNet practice).
+
+    The shift is applied on an axis only when both neighbours on that axis are on the map
+    (HRNet applies it only when both axes are interior). On an exactly rounded target the
+    neighbours are equal and the shift is 0; it pays off on blurry/sub-pixel outputs, where
+    it halves the mean argmax error (0.25 -> 0.125 px per axis for uniform sub-pixel
+    positions).
+    """
+
+    def decode(self, output: NetOutput) -> Decoded:
+        """Argmax, then the sign of the central difference times 0.25 per axis."""
+        hm = output.heatmaps[:, -1]
+        h, w = hm.shape[-2:]
+        ix, iy, score = flat_argmax(hm)
+        one = torch.ones_like(ix)
+        xs = torch.stack((ix + one, ix - one, ix, ix), dim=-1)
+        ys = torch.stack((iy, iy, iy + one, iy - one), dim=-1)
+        v = gather_pixels(hm, xs, ys)
+        sx = torch.sign(v[..., 0] - v[..., 1]) * ((ix >= 1) & (ix <= w - 2)).float()
+        sy = torch.sign(v[..., 2] - v[..., 3]) * ((iy >= 1) & (iy <= h - 2)).float()
+        pts = torch.stack((ix.float() + 0.25 * sx, iy.float() + 0.25 * sy), dim=-1)
+        return Decoded(pts, score)
+
+
+def gaussian_kernel_1d(size: int) -> torch.Tensor:
+    """Normalised 1-D Gaussian of ``size`` taps with OpenCV's default sigma for that size."""
+    sigma = 0.3 * ((size - 1) * 0.5 - 1) + 0.8
+    t = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    k = torch.exp(-t.square() / (2 * sigma * sigma))
+    return (k / k.sum()).float()
+
+
+class DARKCodec(Codec):
+    """DARK (Zhang et al., CVPR 2020): unbiased sub-pixel targets + Taylor refinement.
+
+    encode: Gaussian centred on the sub-pixel point p (not rounded).
+    decode: argmax m of the last stack; optionally Gaussian-modulate (blur with a
+    ``blur_kernel``-tap Gaussian, OpenCV's sigma for that size; 0 or 1 disables); then
+    x = m - H^-1 g with g and H the central-difference gradient and Hessian of
+    log(heatmap) at m. Since the blur is linear and the refinement only needs the blurred
+    3x3 neighbourhood of m, we blur a (2r+3)^2 patch gathered around m, not the whole map,
+    with zero padding outside the map (OpenCV reflects; this only differs within r pixels of
+    the border). The rescaling DARK applies after the blur does not change log-derivatives,
+    so it is skipped. Refinement is applied only where m is at least one pixel from the
+    border and the Hessian is negative definite; the step is clamped to +-1 px.
+    A dense, untruncated Gaussian target has an exactly quadratic log, so without blur the
+    round trip is exact to float precision in the interior.
+    """
+
+    def __init__(self, heatmap_size: int = 64, sigma: float = 1.5, blur_kernel: int = 11,
+                 eps: float = 1e-10) -> None:
+        if blur_kernel > 1 and blur_kernel % 2 == 0:
+            raise ValueError(f"blur_kernel must be odd, got {blur_kernel}")
+        self.heatmap_size = int(heatmap_size)
+        self.sigma = float(sigma)
+        self.blur_kernel = int(blur_kernel)
+        self.eps = float(eps)
+
+    def __repr__(self) -> str:
+        return (f"DARKCodec(heatmap_size={self.heatmap_size}, sigma={self.sigma}, "
+                f"blur_kernel={self.blur_kernel})")
+
+    def encode(self, landmarks: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{"heatmaps": (B, N, H, W)} Gaussians centred on the sub-pixel landmarks."""
+        size = self.heatmap_size
+        p = landmarks.to(working_dtype(landmarks))
+        return {"heatmaps": render_gaussians(p, size, size, self.sigma)}
+
+    def _neighbourhood(self, hm: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor
+                       ) -> torch.Tensor:
+        """(Blurred) 3x3 values around (ix, iy), (..., 3, 3) float32, indexed [dy, dx]."""
+        r = self.blur_kernel // 2 if self.blur_kernel > 1 else 0
+        side = 2 * r + 3
+        offs = torch.arange(side, device=hm.device) - (r + 1)
+        xs = (ix.unsqueeze(-1) + offs).unsqueeze(-2).expand(*ix.shape, side, side)
+        ys = (iy.unsqueeze(-1) + offs).unsqueeze(-1).expand(*iy.shape, side, side)
+        patch = gather_pixels(hm, xs.flatten(-2), ys.flatten(-2)).unflatten(-1, (side, side))
+        if r:
+            kern = gaussian_kernel_1d(self.blur_kernel).to(patch.device)
+            patch = patch.unfold(-2, self.blur_kernel, 1) @ kern          # (..., 3, side)
+            patch = patch.unfold(-1, self.blur_kernel, 1) @ kern          # (..., 3, 3)
+        return patch
+
+    def decode(self, output: NetOutput) -> Decoded:
+        """Argmax + one Newton step on log(heatmap)."""
+        hm = output.heatmaps[:, -1]
+        h, w = hm.shape[-2:]
+        ix, iy, score = flat_argmax(hm)
+        lg = self._neighbourhood(hm, ix, iy).clamp_min(self.eps).log()
+        gx = 0.5 * (lg[..., 1, 2] - lg[..., 1, 0])
+        gy = 0.5 * (lg[..., 2, 1] - lg[..., 0, 1])
+        dxx = lg[..., 1, 2] - 2 * lg[..., 1, 1] + lg[..., 1, 0]
+        dyy = lg[..., 2, 1] - 2 * lg[..., 1, 1] + lg[..., 0, 1]
+        dxy = 0.25 * (lg[..., 2, 2] - lg[..., 2, 0] - lg[..., 0, 2] + lg[..., 0, 0])
+        det = dxx * dyy - dxy * dxy
+        ok = ((ix >= 1) & (ix <= w - 2) & (iy >= 1) & (iy <= h - 2)
+              & (dxx < 0) & (det > 1e-12))
+        inv = torch.where(ok, 1.0 / torch.where(ok, det, torch.ones_like(det)),
+                          torch.zeros_like(det))
+        ox = (-(dyy * gx - dxy * gy) * inv).clamp(-1.0, 1.0)
+        oy = (-(dxx * gy - dxy * gx) * inv).clamp(-1.0, 1.0)
+        pts = torch.stack((ix.float() + ox, iy.float() + oy), dim=-1)
+        return Decoded(pts, score)
+
+
+class SoftArgmaxCodec(Codec):
+    """Integral regression: the expectation of softmax(beta * heatmap) over the pixel grid.
+
+    encode: {"heatmaps": Gaussian at the sub-pixel point, "coords": p clipped to
+    [0, H-1] (B, N, 2)} -- the expectation can never leave the grid, so the coordinate
+    target is clipped while the heatmap target stays unbiased.
+    beta: the softmax temperature, fixed. Near its top, exp(beta * g) of a peak-1 Gaussian g
+    is a Gaussian of variance s2 = sigma^2 / beta, and the off-peak background (H*W cells of
+    weight exp(0)) competes with the peak mass exp(beta) * 2*pi*s2. Two biases follow:
+    the background pulls toward the map centre by ~ (H*W e^-beta / (2*pi*s2)) * H/2, and the
+    discrete expectation of a narrow peak is pulled toward the nearest pixel by up to
+    ~ 4*pi*s2 * exp(-2*pi^2*s2). For sigma 1.5 on 64x64 these balance at beta ~ 15-16:
+    beta = 16 gives ~0.02 px of the first and ~0.11 px of the second (measured round-trip
+    max ~0.11 px per axis); beta = 10 is off by ~3 px, beta = 40 by ~0.28 px.
+    """
+
+    def __init__(self, heatmap_size: int = 64, sigma: float = 1.5, beta: float = 16.0) -> None:
+        self.heatmap_size = int(heatmap_size)
+        self.sigma = float(sigma)
+        self.beta = float(beta)
+
+    def __repr__(self) -> str:
+        return (f"SoftArgmaxCodec(heatmap_size={self.heatmap_size}, sigma={self.sigma}, "
+                f"beta={self.beta})")
+
+    def encode(self, landmarks: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{"heatmaps": (B, N, H, W), "coords": (B, N, 2) float}."""
+        size = self.heatmap_size
+        p = landmarks.to(working_dtype(landmarks))
+        return {"heatmaps": render_gaussians(p, size, size, self.sigma),
+                "coords": p.clamp(0, size - 1).float()}
+
+    def soft_argmax(self, heatmaps: torch.Tensor) -> torch.Tensor:
+        """Differentiable expected (x, y) of softmax(beta * heatmaps) over (..., H, W)."""
+        h, w = heatmaps.shape[-2:]
+        prob = torch.softmax(heatmaps.float().flatten(-2) * self.beta, dim=-1)
+        prob = prob.unflatten(-1, (h, w))
+        xs = torch.arange(w, device=prob.device, dtype=prob.dtype)
+        ys = torch.arange(h, device=prob.device, dtype=prob.dtype)
+        return torch.stack((prob.sum(-2) @ xs, prob.sum(-1) @ ys), dim=-1)
+
+    def decode(self, output: NetOutput) -> Decoded:
+        """Soft-argmax of the last stack; score = raw heatmap maximum."""
+        hm = output.heatmaps[:, -1]
+        score = hm.flatten(-2).amax(dim=-1).float()
+        return Decoded(self.soft_argmax(hm), score)
+
+
+__all__ = ["ArgmaxCodec", "DARKCodec", "QuarterShiftCodec", "SoftArgmaxCodec",
+           "gaussian_kernel_1d"]

@@ -1,0 +1,128 @@
+"""Heatmap in Heatmap: an integer heatmap names the pixel, a k x k decimal heatmap the fraction.
+
+Correct (default) scheme, the first option of spec section 9:
+  p = landmark / stride; i = clip(floor(p), 0, H-1); f = clip(p - i, 0, 1)  (f < 1 always)
+  decimal class per axis c = floor(f * k) in 0..k-1, i.e. the k intervals [c/k, (c+1)/k)
+  tile [0, 1) exactly; x and y jointly: class index = cy * k + cx, decimal map[cy, cx].
+  decode: i = argmax of the last stack's integer heatmap, landmark = i + (c + 0.5) / k,
+  the centre of the interval, so the residual quantization is at most 1/(2k) per axis and
+  encode(decode(x)) == encode(x) exactly.
+
+``published_compat=True`` reproduces the published release where its defects change numbers
+(spec section 9): the integer Gaussian's window corner truncated toward zero (peak one pixel
+too far for integer positions 0..4 when 3*sigma is not an integer), decimal class
+round(f * k) (f >= 1 - 1/(2k) gives class k, off the k x k map), decoded as c / k, and the
+decimal offset multiplied by (max decimal logit > 0).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from hih_lightning.codecs.base import Codec, Decoded
+from hih_lightning.codecs.gaussian import flat_argmax, render_gaussians, split_integer
+from hih_lightning.models.output import NetOutput
+
+_SOFT_LABELS = ("softmax", "gaussian")
+
+
+def published_window(centre: torch.Tensor, sigma: float
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where the published Gaussian generator actually puts a Gaussian asked for at ``centre``.
+
+    The published code (HRNet-style) builds a window of ``size = 2*3*sigma + 1`` samples
+    whose own centre is sample ``size // 2``, and places it with upper-left corner
+    ``ul = int(centre - 3*sigma)`` and lower-right end ``br = int(centre + 3*sigma + 1)``
+    (exclusive). Python's int() truncates toward zero, so for ``centre - 3*sigma`` negative
+    and non-integral it is a ceil, not a floor: with sigma 1.5, centre 0..4 gives ul one larger
+    than floor would and the drawn peak ``ul + size // 2`` lands at centre + 1. For
+    centre >= 5 (or integral 3*sigma) the peak is where it was asked for.
+    Returns (drawn peak, window lo, window hi) with the same shape as ``centre``, inclusive.
+    """
+    radius = 3.0 * sigma
+    lo = torch.trunc(centre - radius)             # int(): truncation toward zero
+    hi = torch.floor(centre + radius + 1.0) - 1   # br is computed from a positive value
+    peak = lo + math.floor((2 * radius + 1) / 2)  # size // 2 on the float size
+    return peak, lo.long(), hi.long()
+
+
+class HIHCodec(Codec):
+    """HIH targets/decoding; see the module docstring for the exact tiling of [0, 1).
+
+    Targets (``encode``):
+      heatmaps (B, N, H, W): Gaussian, peak 1, ``sigma``, centred on integer pixel i.
+      decimals (B, N, k, k): Gaussian, peak 1, ``decimal_sigma`` cells, centred on cell c.
+      decimal_labels (B, N, k*k): soft labels for the CSC loss; "softmax" = softmax over the
+        k*k Gaussian values (published; flat: ~0.038 peak, ~0.014 elsewhere for k=8),
+        "gaussian" = values / sum (sharper).
+      integer (B, N, 2) long: i as (x, y).
+    Score of a decoded landmark: the raw maximum of its last-stack integer heatmap (the
+    network has no output activation; ~1 for a confident landmark, like the target peak).
+    """
+
+    def __init__(self, heatmap_size: int = 64, decimal_size: int = 8, sigma: float = 1.5,
+                 decimal_sigma: float = 1.0, soft_label: str = "softmax",
+                 published_compat: bool = False) -> None:
+        if soft_label not in _SOFT_LABELS:
+            raise ValueError(f"soft_label must be one of {_SOFT_LABELS}, got {soft_label!r}")
+        if decimal_size < 1 or heatmap_size < 1:
+            raise ValueError("heatmap_size and decimal_size must be positive")
+        self.heatmap_size = int(heatmap_size)
+        self.decimal_size = int(decimal_size)
+        self.sigma = float(sigma)
+        self.decimal_sigma = float(decimal_sigma)
+        self.soft_label = soft_label
+        self.published_compat = bool(published_compat)
+
+    def __repr__(self) -> str:
+        return (f"HIHCodec(heatmap_size={self.heatmap_size}, decimal_size={self.decimal_size}, "
+                f"sigma={self.sigma}, decimal_sigma={self.decimal_sigma}, "
+                f"soft_label={self.soft_label!r}, published_compat={self.published_compat})")
+
+    # -- encode ---------------------------------------------------------------------------
+    def decimal_class(self, frac: torch.Tensor) -> torch.Tensor:
+        """Per-axis decimal cell (long) of fractions in [0, 1); k only in published mode."""
+        k = self.decimal_size
+        if self.published_compat:
+            return torch.floor(frac * k + 0.5).long()  # round(f*k), half up; may equal k
+        return torch.floor(frac * k).long().clamp_(0, k - 1)
+
+    def encode(self, landmarks: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Targets for landmarks (B, N, 2) in heatmap units; keys in the class docstring."""
+        size, k = self.heatmap_size, self.decimal_size
+        integer, frac = split_integer(landmarks, size)
+        cell = self.decimal_class(frac)
+        if self.published_compat:
+            peak, lo, hi = published_window(integer.float(), self.sigma)
+            heatmaps = render_gaussians(peak, size, size, self.sigma, lo=lo, hi=hi)
+            dpeak, dlo, dhi = published_window(cell.float(), self.decimal_sigma)
+            decimals = render_gaussians(dpeak, k, k, self.decimal_sigma, lo=dlo, hi=dhi)
+        else:
+            heatmaps = render_gaussians(integer, size, size, self.sigma)
+            decimals = render_gaussians(cell, k, k, self.decimal_sigma)
+        flat = decimals.flatten(-2)
+        if self.soft_label == "softmax":
+            labels = torch.softmax(flat, dim=-1)
+        else:
+            labels = flat / flat.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+        return {"heatmaps": heatmaps, "decimals": decimals, "decimal_labels": labels,
+                "integer": integer}
+
+    # -- decode ---------------------------------------------------------------------------
+    def decode(self, output: NetOutput) -> Decoded:
+        """Integer argmax of the last stack + decimal argmax over the k*k classes."""
+        if output.decimals is None:
+            raise ValueError("HIHCodec.decode needs output.decimals (the HIH decimal head)")
+        ix, iy, score = flat_argmax(output.heatmaps[:, -1])
+        k = output.decimals.shape[-1]
+        dval, didx = output.decimals.flatten(-2).max(dim=-1)
+        cx, cy = (didx % k).float(), (didx // k).float()
+        if self.published_compat:
+            keep = (dval.float() > 0).float()  # the published silent drop when all logits <= 0
+            dx, dy = cx / k * keep, cy / k * keep
+        else:
+            dx, dy = (cx + 0.5) / k, (cy + 0.5) / k
+        landmarks = torch.stack((ix.float() + dx, iy.float() + dy), dim=-1)
+        return Decoded(landmarks=landmarks, scores=score)

@@ -1,0 +1,171 @@
+"""DataModules: one shared base (crop + augment + batch) and a thin subclass per benchmark."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import cv2
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from hih_lightning.data.metainfo import DatasetMeta, get_meta
+from hih_lightning.data.records import FaceRecord
+from hih_lightning.data.sampling import EpochKeySampler, split_key
+from hih_lightning.data.transforms import AugmentConfig, FaceTransform
+
+
+class FaceSource(Protocol):
+    """Anything that can list faces and load their images (files, a .mat, a renderer)."""
+
+    def __len__(self) -> int: ...
+
+    def record(self, index: int) -> FaceRecord: ...
+
+    def load_image(self, index: int) -> np.ndarray: ...
+
+
+class ImageDecodeError(OSError):
+    """An image file is missing, unreadable or corrupt; the message names it."""
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """Read an image file as RGB uint8, naming the file when it cannot be decoded."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        reason = "missing" if not Path(path).exists() else "unreadable or corrupt"
+        raise ImageDecodeError(f"{path}: image {reason}")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+class RecordSource:
+    """Faces read from annotation files; images from disk, or in memory (COFW's .mat)."""
+
+    def __init__(self, records: list[FaceRecord], images: list[np.ndarray] | None = None):
+        self.records, self.images = records, images
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def record(self, index: int) -> FaceRecord:
+        return self.records[index]
+
+    def load_image(self, index: int) -> np.ndarray:
+        if self.images is not None:
+            return self.images[index]
+        record = self.records[index]
+        if record.image_path is None:
+            raise ImageDecodeError(f"{record.source}: record has no image path")
+        return read_rgb(record.image_path)
+
+
+class FaceDataset(Dataset):
+    """Crop + augment one face per sampler key; augmentation seeded by (seed, epoch, index)."""
+
+    def __init__(self, source: FaceSource, transform: FaceTransform, meta: DatasetMeta,
+                 seed: int = 0) -> None:
+        self.source, self.transform, self.meta, self.seed = source, transform, meta, seed
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, key: int) -> dict[str, Any]:
+        epoch, index = split_key(key, len(self.source))
+        record = self.source.record(index)
+        image = self.source.load_image(index)
+        rng = np.random.default_rng([self.seed, epoch, index])
+        sample = self.transform(image, record, rng)
+        num_attr = len(self.meta.subsets)
+        attributes = np.zeros(num_attr, dtype=np.int64)
+        attributes[: len(record.attributes)] = record.attributes[:num_attr]
+        visible = (record.visible if record.visible is not None
+                   else np.ones(len(record.landmarks), dtype=bool))
+        if sample["flipped"]:
+            visible = visible[list(self.meta.flip_map)]
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(sample["image"].transpose(2, 0, 1))),
+            "landmarks": torch.from_numpy(sample["landmarks"].astype(np.float32)),
+            "landmarks_image": torch.from_numpy(record.landmarks.astype(np.float64)),
+            "matrix": torch.from_numpy(sample["matrix"].astype(np.float64)),
+            "attributes": torch.from_numpy(attributes),
+            "visible": torch.from_numpy(np.asarray(visible, dtype=bool)),
+            "index": index,
+        }
+
+
+class FaceDataModule(L.LightningDataModule):
+    """The shared base: subclasses only say where the faces of each split come from."""
+
+    def __init__(self, dataset: str, num_landmarks: int, image_size: int = 256,
+                 batch_size: int = 16, eval_batch_size: int | None = None,
+                 num_workers: int = 4, seed: int = 0, crop_protocol: str = "gt_box",
+                 augment: dict[str, Any] | None = None, pin_memory: bool = False) -> None:
+        super().__init__()
+        self.meta = get_meta(dataset)
+        if num_landmarks != self.meta.num_landmarks:
+            raise ValueError(f"data.num_landmarks={num_landmarks} but dataset {dataset!r} has "
+                             f"{self.meta.num_landmarks} landmarks")
+        self.image_size, self.seed = image_size, seed
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.crop_protocol = crop_protocol
+        self.augment = AugmentConfig(**(augment or {}))
+        self.datasets: dict[str, FaceDataset] = {}
+
+    def sources(self, stage: str | None) -> dict[str, FaceSource]:
+        """Split name ("train", "val", "test") -> faces; subclasses implement this."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        for split, source in self.sources(stage).items():
+            augment = self.augment if split == "train" else AugmentConfig(enabled=False)
+            transform = FaceTransform(self.crop_protocol, self.image_size, augment,
+                                      self.meta.flip_map)
+            self.datasets[split] = FaceDataset(source, transform, self.meta, self.seed)
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        if split not in self.datasets:
+            raise RuntimeError(f"{type(self).__name__}: no {split!r} split was set up")
+        dataset = self.datasets[split]
+        rank, world = 0, 1
+        if self.trainer is not None:
+            rank, world = self.trainer.global_rank, self.trainer.world_size
+        sampler = EpochKeySampler(len(dataset), shuffle=train, seed=self.seed, rank=rank,
+                                  world_size=world, pad=train)
+        return DataLoader(dataset, batch_size=self.batch_size if train else self.eval_batch_size,
+                          sampler=sampler, num_workers=self.num_workers, drop_last=train,
+                          pin_memory=self.pin_memory,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
+
+
+class SyntheticDataModule(FaceDataModule):
+    """The embedded default: rendered faces, disjoint seeds per split, nothing to download."""
+
+    def __init__(self, train_size: int = 4000, val_size: int = 300, test_size: int = 500,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.sizes = {"train": train_size, "val": val_size, "test": test_size}
+
+    def sources(self, stage: str | None) -> dict[str, FaceSource]:
+        from hih_lightning.data.synthetic import SyntheticFaces
+
+        # Each split renders from its own seed stream, so no face appears in two splits; the
+        # evaluation faces do not depend on the run's seed, so seeds compare on the same set.
+        seeds = {"train": self.seed, "val": 1_000_003, "test": 2_000_003}
+        return {split: SyntheticFaces(size, image_size=self.image_size, seed=seeds[split])
+                for split, size in self.sizes.items() if size > 0}

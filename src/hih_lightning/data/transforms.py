@@ -1,0 +1,350 @@
+"""Crop protocol + augmentation as ONE affine warp per sample (HIH_SPEC section 5).
+
+Frames. A landmark is always a float (x, y) in a named frame, with the pixel-centre convention:
+(0, 0) is the centre of the top-left pixel, so an image of width W spans [-0.5, W - 0.5].
+
+- *image px*: the original image (what :class:`~hih_lightning.data.records.FaceRecord` holds);
+- *crop px*: the ``out_size`` x ``out_size`` network input after crop and augmentation.
+
+The only way across is a 2x3 float64 affine ``M`` (image px -> crop px) built by
+:func:`compose` from the crop box (:func:`crop_box`, :func:`crop_matrix`) and the sampled
+geometric augmentation; :func:`apply_to_landmarks` moves points, :func:`warp_image` moves
+pixels with the very same matrix (``cv2.warpAffine`` also uses the pixel-centre convention),
+and :func:`invert` goes back. Resampling happens once, so augmentation adds no extra blur and
+padding outside the image is zero (black), as in the published offline crops.
+
+A horizontal flip also renames landmarks (the left eye becomes the right eye): after moving
+the points, index ``i`` becomes ``flip_map[i]``; :class:`FaceTransform` does this for you.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import cv2
+import numpy as np
+
+from hih_lightning.data.records import FaceRecord
+
+CROP_PROTOCOLS = ("gt_box", "dataset_box", "center_scale")
+# gt_box: the published HIH / PFLD protocol. dataset_box: the PIPNet practice (detector rect).
+# center_scale: HRNet's CSVs store side = scale * 200; HRNet's loader enlarges it by 1.25.
+DEFAULT_FACTORS = {"gt_box": 1.2, "dataset_box": 1.2, "center_scale": 1.25}
+
+__all__ = [
+    "CROP_PROTOCOLS",
+    "DEFAULT_FACTORS",
+    "AugmentConfig",
+    "AugmentParams",
+    "FaceTransform",
+    "apply_blur",
+    "apply_occlusion",
+    "apply_to_landmarks",
+    "compose",
+    "crop_box",
+    "crop_matrix",
+    "invert",
+    "sample_augmentation",
+    "warp_image",
+]
+
+
+# -- crop protocol ----------------------------------------------------------------------------
+def crop_box(record_or_landmarks: FaceRecord | np.ndarray, protocol: str = "gt_box", *,
+             box: np.ndarray | Sequence[float] | None = None,
+             center: np.ndarray | Sequence[float] | None = None,
+             scale: float | None = None, factor: float | None = None,
+             source: str = "") -> tuple[float, float, float]:
+    """Square crop (cx, cy, side) in image px for a named protocol.
+
+    - ``gt_box``: centred on the ground-truth landmark bounding box, side = factor x max(w, h)
+      (factor 1.2: the published protocol);
+    - ``dataset_box``: the dataset's detector rect (x1, y1, x2, y2), centred on it,
+      side = factor x max(w, h) (factor 1.2, PIPNet practice);
+    - ``center_scale``: HRNet CSV style, centre given, side = scale x 200 x factor (factor
+      1.25 is what HRNet's loader does; pass ``factor=1.0`` for the raw box).
+
+    A :class:`FaceRecord` supplies landmarks, box, centre, scale and source; explicit keyword
+    arguments override it. ``factor=None`` means the protocol's default.
+    """
+    if isinstance(record_or_landmarks, FaceRecord):
+        record = record_or_landmarks
+        landmarks = record.landmarks
+        box = record.box if box is None else box
+        center = record.center if center is None else center
+        scale = record.scale if scale is None else scale
+        source = source or record.source
+    else:
+        landmarks = np.asarray(record_or_landmarks, dtype=np.float64)
+    if protocol not in CROP_PROTOCOLS:
+        raise ValueError(f"unknown crop protocol {protocol!r}; valid: {CROP_PROTOCOLS}")
+    factor = DEFAULT_FACTORS[protocol] if factor is None else float(factor)
+    where = source or "<record without source>"
+
+    if protocol == "gt_box":
+        lo, hi = landmarks.min(axis=0), landmarks.max(axis=0)
+        (cx, cy), side = (lo + hi) / 2, factor * float(np.max(hi - lo))
+    elif protocol == "dataset_box":
+        if box is None:
+            raise ValueError(f"{where}: crop protocol 'dataset_box' needs the dataset's "
+                             "detector box, but the record has none")
+        x1, y1, x2, y2 = (float(v) for v in np.asarray(box, dtype=np.float64).reshape(4))
+        cx, cy, side = (x1 + x2) / 2, (y1 + y2) / 2, factor * max(x2 - x1, y2 - y1)
+    else:
+        if center is None or scale is None:
+            raise ValueError(f"{where}: crop protocol 'center_scale' needs the dataset's centre "
+                             "and scale, but the record lacks them")
+        cx, cy = (float(v) for v in np.asarray(center, dtype=np.float64).reshape(2))
+        side = float(scale) * 200.0 * factor
+    if not side > 0:
+        raise ValueError(f"{where}: crop protocol {protocol!r} gives a degenerate side {side}")
+    return float(cx), float(cy), float(side)
+
+
+def crop_matrix(cx: float, cy: float, side: float, out_size: int) -> np.ndarray:
+    """2x3 float64 image px -> crop px: [cx -+ side/2] maps onto [-0.5, out_size - 0.5]."""
+    s = out_size / side
+    return np.array([[s, 0.0, -0.5 - s * (cx - side / 2)],
+                     [0.0, s, -0.5 - s * (cy - side / 2)]], dtype=np.float64)
+
+
+# -- augmentation -----------------------------------------------------------------------------
+@dataclass
+class AugmentConfig:
+    """The published online augmentation recipe; every probability and magnitude settable.
+
+    Pixel magnitudes (translation, blur radius) refer to a ``reference_size`` crop (256) and
+    scale with the output size. Defaults follow HIH_SPEC section 5: no scale or colour jitter.
+    """
+
+    enabled: bool = True
+    translate_prob: float = 0.5
+    translate_px: float = 30.0
+    flip_prob: float = 0.5
+    rotate_prob: float = 0.5
+    rotate_deg: float = 30.0
+    blur_prob: float = 0.3
+    blur_radius: float = 5.0
+    occlusion_prob: float = 0.5
+    occlusion_fraction: float = 0.4
+    reference_size: int = 256
+
+    @classmethod
+    def none(cls) -> AugmentConfig:
+        """No augmentation (evaluation)."""
+        return cls(enabled=False)
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """One sample's augmentation, fully determined (identity by default).
+
+    ``translate`` and ``occlusion`` (x0, y0, w, h) are in crop px; ``angle`` in degrees,
+    positive = counter-clockwise on screen (OpenCV's convention); ``blur_radius`` is the
+    Gaussian sigma in crop px, as in PIL's ``GaussianBlur(radius)``; 0 means no blur.
+    """
+
+    translate: tuple[float, float] = (0.0, 0.0)
+    flip: bool = False
+    angle: float = 0.0
+    blur_radius: float = 0.0
+    occlusion: tuple[int, int, int, int] | None = None
+    occlusion_color: tuple[int, int, int] = (0, 0, 0)
+
+
+def sample_augmentation(rng: np.random.Generator, cfg: AugmentConfig,
+                        out_size: int = 256) -> AugmentParams:
+    """Draw one sample's augmentation in the published order, each with its probability."""
+    if not cfg.enabled:
+        return AugmentParams()
+    px = out_size / cfg.reference_size
+    translate = (0.0, 0.0)
+    if rng.random() < cfg.translate_prob:
+        tx, ty = rng.uniform(-cfg.translate_px, cfg.translate_px, size=2) * px
+        translate = (float(tx), float(ty))
+    flip = bool(rng.random() < cfg.flip_prob)
+    angle = 0.0
+    if rng.random() < cfg.rotate_prob:
+        angle = float(rng.uniform(-cfg.rotate_deg, cfg.rotate_deg))
+    blur = 0.0
+    if rng.random() < cfg.blur_prob:
+        blur = float(rng.uniform(0.0, cfg.blur_radius)) * px
+    occlusion, color = None, (0, 0, 0)
+    if rng.random() < cfg.occlusion_prob:
+        occlusion, color = _sample_rectangle(rng, out_size, out_size, cfg.occlusion_fraction)
+    return AugmentParams(translate, flip, angle, blur, occlusion, color)
+
+
+def compose(crop: np.ndarray, augment: AugmentParams | None = None,
+            out_size: int = 256) -> np.ndarray:
+    """2x3 float64 image px -> augmented crop px: crop, then translate, flip, rotate.
+
+    Flip is ``x' = (S - 1) - x`` and rotation is about the crop centre ((S-1)/2, (S-1)/2),
+    both in the pixel-centre convention. The caller still renames landmarks when
+    ``augment.flip`` (see :class:`FaceTransform`).
+    """
+    m = np.vstack([np.asarray(crop, dtype=np.float64), [0.0, 0.0, 1.0]])
+    if augment is None:
+        return m[:2].copy()
+    last = out_size - 1.0
+    tx, ty = augment.translate
+    m = np.array([[1.0, 0.0, tx], [0.0, 1.0, ty], [0.0, 0.0, 1.0]]) @ m
+    if augment.flip:
+        m = np.array([[-1.0, 0.0, last], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) @ m
+    if augment.angle:
+        c = last / 2
+        cos, sin = math.cos(math.radians(augment.angle)), math.sin(math.radians(augment.angle))
+        rot = np.array([[cos, sin, c - cos * c - sin * c],
+                        [-sin, cos, c + sin * c - cos * c],
+                        [0.0, 0.0, 1.0]])
+        m = rot @ m
+    return m[:2].copy()
+
+
+# -- moving points and pixels -----------------------------------------------------------------
+def apply_to_landmarks(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Map (..., 2) points with a 2x3 affine; float64 out."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    points = np.asarray(points, dtype=np.float64)
+    return points @ matrix[:, :2].T + matrix[:, 2]
+
+
+def invert(matrix: np.ndarray) -> np.ndarray:
+    """Inverse of a 2x3 affine (crop px -> image px for a crop matrix), float64."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    linear = np.linalg.inv(matrix[:, :2])
+    return np.hstack([linear, -linear @ matrix[:, 2:3]])
+
+
+def warp_image(image: np.ndarray, matrix: np.ndarray, out_size: int) -> np.ndarray:
+    """Resample ``image`` into the ``out_size`` square crop; outside the image is zero.
+
+    Bilinear (no anti-aliasing: crops that shrink a face by more than ~2x alias slightly).
+    """
+    return cv2.warpAffine(image, np.asarray(matrix, dtype=np.float64), (out_size, out_size),
+                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def apply_blur(image: np.ndarray, radius: float) -> np.ndarray:
+    """Gaussian blur with sigma ``radius`` (PIL's GaussianBlur meaning); 0 returns the input."""
+    if radius <= 0:
+        return image
+    return cv2.GaussianBlur(image, (0, 0), sigmaX=radius, sigmaY=radius,
+                            borderType=cv2.BORDER_REPLICATE)
+
+
+def _sample_rectangle(rng: np.random.Generator, height: int, width: int, fraction: float
+                      ) -> tuple[tuple[int, int, int, int], tuple[int, int, int]]:
+    w = int(rng.integers(1, max(1, int(fraction * width)) + 1))
+    h = int(rng.integers(1, max(1, int(fraction * height)) + 1))
+    x0 = int(rng.integers(0, width - w + 1))
+    y0 = int(rng.integers(0, height - h + 1))
+    r, g, b = (int(c) for c in rng.integers(0, 256, size=3))
+    return (x0, y0, w, h), (r, g, b)
+
+
+def apply_occlusion(image: np.ndarray, rng: np.random.Generator | None = None, *,
+                    rect: tuple[int, int, int, int] | None = None,
+                    color: Sequence[int] | None = None,
+                    max_fraction: float = 0.4) -> np.ndarray:
+    """Paint one solid rectangle (x0, y0, w, h); sampled from ``rng`` when not given.
+
+    Sampled rectangles are up to ``max_fraction`` of each side, fully inside the image, in a
+    uniformly random colour. Returns a copy.
+    """
+    if rect is None:
+        if rng is None:
+            raise ValueError("apply_occlusion needs either rect or rng")
+        rect, sampled = _sample_rectangle(rng, image.shape[0], image.shape[1], max_fraction)
+        color = sampled if color is None else color
+    x0, y0, w, h = rect
+    out = image.copy()
+    channels = 1 if out.ndim == 2 else out.shape[2]
+    fill = list(color if color is not None else (0, 0, 0))[:channels]
+    out[y0:y0 + h, x0:x0 + w] = fill if channels > 1 else fill[0]
+    return out
+
+
+# -- the one call data modules make -----------------------------------------------------------
+class FaceTransform:
+    """Image + landmarks -> network crop: protocol box, augmentation, one warp, flip renaming.
+
+    Args:
+        out_size: crop side in pixels (256 for HIH).
+        protocol: one of :data:`CROP_PROTOCOLS` — always explicit, never implicit.
+        factor: box enlargement; ``None`` = the protocol's default (:data:`DEFAULT_FACTORS`).
+        augment: an :class:`AugmentConfig` (or a mapping of its fields, e.g. from Hydra);
+            ``None`` = no augmentation.
+        flip_map: the dataset's mirror map (``meta.flip_map``); required when flips can happen.
+    """
+
+    def __init__(self, out_size: int = 256, protocol: str = "gt_box",
+                 factor: float | None = None,
+                 augment: AugmentConfig | Mapping[str, Any] | None = None,
+                 flip_map: Sequence[int] | None = None) -> None:
+        if protocol not in CROP_PROTOCOLS:
+            raise ValueError(f"unknown crop protocol {protocol!r}; valid: {CROP_PROTOCOLS}")
+        if augment is None:
+            augment = AugmentConfig.none()
+        elif not isinstance(augment, AugmentConfig):
+            known = {f.name for f in fields(AugmentConfig)}
+            unknown = set(augment) - known
+            if unknown:
+                raise ValueError(f"unknown augmentation options {sorted(unknown)}; "
+                                 f"valid: {sorted(known)}")
+            augment = AugmentConfig(**dict(augment))
+        if augment.enabled and augment.flip_prob > 0 and flip_map is None:
+            raise ValueError("flip augmentation needs the dataset's flip_map")
+        self.out_size = int(out_size)
+        self.protocol = protocol
+        self.factor = factor
+        self.augment = augment
+        self.flip_index = None if flip_map is None else np.asarray(flip_map, dtype=np.int64)
+
+    def __call__(self, image: np.ndarray, landmarks: np.ndarray,
+                 rng: np.random.Generator | None = None, *,
+                 box: np.ndarray | None = None, center: np.ndarray | None = None,
+                 scale: float | None = None, visible: np.ndarray | None = None,
+                 source: str = "", params: AugmentParams | None = None) -> dict[str, Any]:
+        """Returns ``image`` (S, S, 3) uint8, ``landmarks`` (N, 2) float32 crop px (renamed if
+        flipped), ``matrix`` (2, 3) float32 image px -> crop px, ``flipped`` bool, and
+        ``visible`` (N,) bool (renamed) when given. ``params`` overrides sampling."""
+        landmarks = np.asarray(landmarks, dtype=np.float64)
+        cx, cy, side = crop_box(landmarks, self.protocol, box=box, center=center, scale=scale,
+                                factor=self.factor, source=source)
+        if params is None:
+            if self.augment.enabled and rng is None:
+                raise ValueError("augmentation is enabled but no rng was given")
+            params = sample_augmentation(rng, self.augment, self.out_size) \
+                if self.augment.enabled else AugmentParams()
+        matrix = compose(crop_matrix(cx, cy, side, self.out_size), params, self.out_size)
+
+        if image.ndim == 2:
+            image = np.repeat(image[:, :, None], 3, axis=2)
+        elif image.shape[2] == 4:
+            image = image[:, :, :3]
+        crop = warp_image(np.ascontiguousarray(image), matrix, self.out_size)
+        crop = apply_blur(crop, params.blur_radius)
+        if params.occlusion is not None:
+            crop = apply_occlusion(crop, rect=params.occlusion, color=params.occlusion_color)
+
+        points = apply_to_landmarks(matrix, landmarks)
+        if params.flip:
+            if self.flip_index is None:
+                raise ValueError("a flipped sample needs the dataset's flip_map")
+            points = points[self.flip_index]
+            visible = None if visible is None else np.asarray(visible)[self.flip_index]
+        out: dict[str, Any] = {"image": crop, "landmarks": points.astype(np.float32),
+                               "matrix": matrix.astype(np.float32), "flipped": params.flip}
+        if visible is not None:
+            out["visible"] = np.asarray(visible, dtype=bool)
+        return out
+
+    def from_record(self, record: FaceRecord, image: np.ndarray,
+                    rng: np.random.Generator | None = None) -> dict[str, Any]:
+        """:meth:`__call__` with the record's landmarks, box, centre, scale, visibility."""
+        return self(image, record.landmarks, rng, box=record.box, center=record.center,
+                    scale=record.scale, visible=record.visible, source=record.source)

@@ -1,0 +1,44 @@
+"""hih-eval: test a checkpoint of ours, or the authors' published one, and write the report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig
+
+from hih_lightning.config import CONFIG_DIR, ConfigError, resolve_ckpt_path
+from hih_lightning.models.published import load_published_checkpoint
+from hih_lightning.reporting import write_run_report
+from hih_lightning.train import build
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule, model, trainer = build(cfg)
+    ckpt_path = resolve_ckpt_path(cfg)
+    published = cfg.get("published_checkpoint")
+    if published:
+        if ckpt_path:
+            raise ConfigError("give either ckpt_path or published_checkpoint, not both")
+        net = cfg.model.net
+        model.net = load_published_checkpoint(published, variant=net.variant,
+                                              num_landmarks=net.num_landmarks,
+                                              decimal_size=net.decimal_size)
+        model.forward_net = model.net
+    elif ckpt_path is None:
+        raise ConfigError("hih-eval needs ckpt_path=<file>|last or published_checkpoint=<file>")
+    trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    if trainer.is_global_zero:
+        write_run_report(model, datamodule, trainer, Path(cfg.paths.output_dir), cfg)
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""Training losses for every (head, codec) combination, with HIH's published scaling.
+
+Scaling conventions (they fix what the loss weights mean):
+- heatmap MSE: mean over (B, N, H, W) per stack, **summed** over stacks, as the published
+  code adds one MSE loss per stack. A 4-stack model's heatmap term is ~4x a 1-stack one.
+- CSC: KL(labels || softmax(logits)) with PyTorch reduction 'mean', i.e. divided by
+  B*N*k*k (not by B): the published weight 0.05 was tuned at that scale.
+- Per-landmark weights (B, N) (``targets["weights"]``, e.g. visibility) multiply the
+  elementwise loss; the mean still divides by the full element count, so the loss scale
+  does not jump with the number of visible landmarks in a batch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from hih_lightning.codecs.heatmap import SoftArgmaxCodec
+from hih_lightning.codecs.offset import read_offset_maps
+from hih_lightning.models.output import NetOutput
+
+_DECIMAL_MODES = ("csc", "mse", "none")
+
+
+def _weighted_mean(elementwise: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """Mean of (B, N, ...) elementwise losses, optionally weighted per landmark (B, N)."""
+    if weights is not None:
+        w = weights.to(elementwise.dtype)
+        elementwise = elementwise * w.reshape(*w.shape, *([1] * (elementwise.dim() - w.dim())))
+    return elementwise.mean()
+
+
+def heatmap_mse(pred: torch.Tensor, target: torch.Tensor,
+                weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Sum over stacks of the per-stack MSE; pred (B, S, N, H, W), target (B, N, H, W).
+
+    Every stack is supervised with the same target (intermediate supervision).
+    """
+    if pred.dim() != 5:
+        raise ValueError(f"pred must be (B, S, N, H, W), got {tuple(pred.shape)}")
+    diff = (pred.float() - target.float().unsqueeze(1)).square()      # (B, S, N, H, W)
+    if weights is not None:
+        diff = diff * weights.float()[:, None, :, None, None]
+    return diff.mean(dim=(0, 2, 3, 4)).sum()
+
+
+def csc_loss(logits: torch.Tensor, labels: torch.Tensor,
+             weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Coordinate soft-classification: KL(labels || softmax(logits)), mean over B*N*k*k.
+
+    logits (B, N, k, k), labels (B, N, k*k). Uses F.kl_div(..., reduction='mean') exactly
+    as the published code, so the published weight 0.05 keeps its meaning.
+    """
+    logp = torch.log_softmax(logits.float().flatten(-2), dim=-1)
+    labels = labels.float().reshape(logp.shape)
+    if weights is None:
+        return F.kl_div(logp, labels, reduction="mean")
+    return _weighted_mean(F.kl_div(logp, labels, reduction="none"), weights)
+
+
+def decimal_mse(logits: torch.Tensor, target: torch.Tensor,
+                weights: torch.Tensor | None = None) -> torch.Tensor:
+    """MSE between decimal logits and the decimal Gaussian (B, N, k, k) (ICCV-W variant)."""
+    return _weighted_mean((logits.float() - target.float()).square(), weights)
+
+
+def offset_l1(pred: torch.Tensor, target: torch.Tensor, integer: torch.Tensor | None = None,
+              weights: torch.Tensor | None = None) -> torch.Tensor:
+    """L1 between predicted and target fractional offsets (B, N, 2).
+
+    pred is (B, N, 2) (FC head) or (B, N, 2, H, W) offset maps, which are read at the target
+    integer pixel ``integer`` (B, N, 2) long (CenterNet practice: supervise at the GT pixel).
+    """
+    if pred.dim() == 5:
+        if integer is None:
+            raise ValueError("offset maps need the target integer pixel (targets['integer'])")
+        pred = read_offset_maps(pred, integer[..., 0], integer[..., 1])
+    return _weighted_mean((pred.float() - target.float()).abs(), weights)
+
+
+def integral_l1(heatmaps: torch.Tensor, coords: torch.Tensor, codec: SoftArgmaxCodec,
+                weights: torch.Tensor | None = None) -> torch.Tensor:
+    """L1 between soft-argmax coordinates and ``coords`` (B, N, 2), summed over stacks.
+
+    heatmaps (B, S, N, H, W) or (B, N, H, W); the codec supplies the soft-argmax (its beta).
+    """
+    if heatmaps.dim() == 4:
+        heatmaps = heatmaps.unsqueeze(1)
+    pts = codec.soft_argmax(heatmaps)                                  # (B, S, N, 2)
+    err = (pts - coords.float().unsqueeze(1)).abs()
+    if weights is not None:
+        err = err * weights.float()[:, None, :, None]
+    return err.mean(dim=(0, 2, 3)).sum()
+
+
+class LandmarkLoss:
+    """Weighted sum of the terms that the output and targets call for.
+
+    - "heatmap": always (targets["heatmaps"]).
+    - decimal ("csc" -> key "csc", "mse" -> key "decimal_mse"): when output.decimals is
+      present and ``decimal != "none"``; needs targets "decimal_labels" / "decimals".
+    - "offset": when output.offsets is present and offset_weight > 0; needs "offsets"
+      (and "integer" for offset maps).
+    - "integral": when integral_weight > 0; needs "coords".
+    A term whose output is present but whose target is missing, or whose target is present
+    (and the term enabled) but whose output is missing, raises ValueError: that is a
+    codec/head mismatch in the config, never something to skip silently.
+    Optional targets["weights"] (B, N) weights every term per landmark.
+    Returns {"loss": total, <term>: unweighted value, ...}.
+    """
+
+    def __init__(self, heatmap_weight: float = 1.0, decimal: str = "csc",
+                 decimal_weight: float = 0.05, offset_weight: float = 1.0,
+                 integral_weight: float = 0.0,
+                 integral_codec: SoftArgmaxCodec | None = None) -> None:
+        if decimal not in _DECIMAL_MODES:
+            raise ValueError(f"decimal must be one of {_DECIMAL_MODES}, got {decimal!r}")
+        self.heatmap_weight = float(heatmap_weight)
+        self.decimal = decimal
+        self.decimal_weight = float(decimal_weight)
+        self.offset_weight = float(offset_weight)
+        self.integral_weight = float(integral_weight)
+        self.integral_codec = integral_codec
+
+    def __repr__(self) -> str:
+        return (f"LandmarkLoss(heatmap_weight={self.heatmap_weight}, decimal={self.decimal!r}, "
+                f"decimal_weight={self.decimal_weight}, offset_weight={self.offset_weight}, "
+                f"integral_weight={self.integral_weight})")
+
+    @staticmethod
+    def _need(targets: dict[str, torch.Tensor], key: str, term: str) -> torch.Tensor:
+        if key not in targets:
+            raise ValueError(f"loss term {term!r} needs targets[{key!r}], which the codec did "
+                             f"not produce (have: {sorted(targets)}); check the codec/head")
+        return targets[key]
+
+    def __call__(self, output: NetOutput, targets: dict[str, torch.Tensor]
+                 ) -> dict[str, torch.Tensor]:
+        """All active terms and their weighted total under "loss"."""
+        w = targets.get("weights")
+        terms: dict[str, tuple[float, torch.Tensor]] = {}
+        hm_target = self._need(targets, "heatmaps", "heatmap")
+        terms["heatmap"] = (self.heatmap_weight, heatmap_mse(output.heatmaps, hm_target, w))
+
+        if self.decimal != "none":
+            if output.decimals is not None:
+                if self.decimal == "csc":
+                    labels = self._need(targets, "decimal_labels", "csc")
+                    terms["csc"] = (self.decimal_weight, csc_loss(output.decimals, labels, w))
+                else:
+                    dec = self._need(targets, "decimals", "decimal_mse")
+                    terms["decimal_mse"] = (self.decimal_weight,
+                                            decimal_mse(output.decimals, dec, w))
+            elif "decimals" in targets or "decimal_labels" in targets:
+                raise ValueError(f"decimal={self.decimal!r} and the codec made decimal targets, "
+                                 "but the network output has no decimals (no HIH head)")
+
+        if self.offset_weight > 0:
+            if output.offsets is not None:
+                off = self._need(targets, "offsets", "offset")
+                terms["offset"] = (self.offset_weight,
+                                   offset_l1(output.offsets, off, targets.get("integer"), w))
+            elif "offsets" in targets:
+                raise ValueError("the codec made offset targets but the network output has no "
+                                 "offsets (no offset head)")
+
+        if self.integral_weight > 0:
+            coords = self._need(targets, "coords", "integral")
+            codec = self.integral_codec
+            if codec is None:
+                codec = self.integral_codec = SoftArgmaxCodec(output.heatmaps.shape[-1])
+            terms["integral"] = (self.integral_weight,
+                                 integral_l1(output.heatmaps, coords, codec, w))
+
+        total = sum(weight * value for weight, value in terms.values())
+        result = {"loss": total}
+        result.update({name: value for name, (_, value) in terms.items()})
+        return result

@@ -1,0 +1,138 @@
+"""The LightningModule: network + codec + loss + metrics, one path for every benchmark."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from hih_lightning.codecs import Codec
+from hih_lightning.data.metainfo import get_meta
+from hih_lightning.losses import LandmarkLoss
+from hih_lightning.metrics import LandmarkMetrics
+from hih_lightning.models.output import NetOutput
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN/inf loss; the message names the step and the loss terms."""
+
+
+def crop_to_image(points: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """Map (B, N, 2) crop pixels back to image pixels with the inverse of (B, 2, 3) ``matrix``."""
+    linear, shift = matrix[..., :2].double(), matrix[..., 2].double()
+    inverse = torch.linalg.inv(linear)
+    return torch.einsum("bij,bnj->bni", inverse, points.double() - shift[:, None, :])
+
+
+class HIHLitModule(L.LightningModule):
+    """Trains and evaluates any (network, codec, loss) combination on landmark batches.
+
+    Targets are encoded on the training device from the batch's landmark coordinates;
+    predictions are decoded, mapped back to original-image pixels and scored there.
+    """
+
+    def __init__(self, net: nn.Module, codec: Codec, loss: LandmarkLoss,
+                 optimizer: Callable[..., torch.optim.Optimizer],
+                 scheduler: Callable[..., Any] | None = None, dataset: str = "synthetic",
+                 flip_test: bool = False, channels_last: bool = False,
+                 compile: bool = False) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net", "codec", "loss"], logger=False)
+        self.net, self.codec, self.loss = net, codec, loss
+        self.meta = get_meta(dataset)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255,
+                             persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255,
+                             persistent=False)
+        self.register_buffer("flip_index", torch.tensor(self.meta.flip_map), persistent=False)
+        self.val_metrics = LandmarkMetrics(self.meta)
+        self.test_metrics = LandmarkMetrics(self.meta)
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.forward_net = torch.compile(self.net) if compile else self.net
+
+    # -- frames ---------------------------------------------------------------------------
+    @property
+    def stride(self) -> float:
+        return self.input_size / self.codec.heatmap_size
+
+    @property
+    def input_size(self) -> int:
+        return self.codec.heatmap_size * 4
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 3, H, W) -> ImageNet-normalised float, made on the device."""
+        x = (images.float() - self.mean) / self.std
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def forward(self, images: torch.Tensor) -> NetOutput:
+        return self.forward_net(self.normalise(images))
+
+    def predict_crop(self, images: torch.Tensor) -> torch.Tensor:
+        """Landmarks in crop pixels (B, N, 2); averaged with the mirrored flip when enabled."""
+        points = self.codec.decode(self(images)).landmarks * self.stride
+        if self.hparams.flip_test:
+            flipped = self.codec.decode(self(images.flip(-1))).landmarks * self.stride
+            flipped = flipped[:, self.flip_index]
+            flipped[..., 0] = (images.shape[-1] - 1) - flipped[..., 0]
+            points = (points + flipped) / 2
+        return points
+
+    # -- steps ----------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        targets = self.codec.encode(batch["landmarks"] / self.stride)
+        if "visible" in batch:
+            targets["weights"] = batch["visible"].float()
+        losses = self.loss(self(batch["image"]), targets)
+        if not torch.isfinite(losses["loss"]):
+            terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
+            raise NonFiniteLossError(f"non-finite loss at global step {self.global_step} "
+                                     f"(epoch {self.current_epoch}, batch {batch_idx}): {terms}")
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=False,
+                      batch_size=batch["image"].shape[0])
+        self.log("train/loss_step", losses["loss"], prog_bar=True, logger=False)
+        return losses["loss"]
+
+    def _evaluate(self, batch: dict[str, torch.Tensor], metrics: LandmarkMetrics) -> None:
+        preds = crop_to_image(self.predict_crop(batch["image"]), batch["matrix"])
+        metrics.update(preds, batch["landmarks_image"].double(), batch.get("attributes"))
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, self.val_metrics)
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, self.test_metrics)
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """Landmarks in original-image pixels, (B, N, 2)."""
+        return crop_to_image(self.predict_crop(batch["image"]), batch["matrix"])
+
+    def _log_metrics(self, metrics: LandmarkMetrics, stage: str) -> dict[str, float]:
+        values = {f"{stage}/{k}": float(v) for k, v in metrics.compute().items()
+                  if not math.isnan(float(v))}
+        self.log_dict(values, sync_dist=False)  # already reduced across processes
+        metrics.reset()
+        return values
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics(self.val_metrics, "val")
+
+    def on_test_epoch_end(self) -> None:
+        self.test_results = self._log_metrics(self.test_metrics, "test")
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.hparams.optimizer(params=self.parameters())
+        if self.hparams.scheduler is None:
+            return {"optimizer": optimizer}
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": self.hparams.scheduler(optimizer=optimizer),
+                                 "interval": "epoch"}}

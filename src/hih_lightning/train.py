@@ -1,0 +1,70 @@
+"""hih-train: seed -> data, model, callbacks, loggers, trainer -> fit -> test -> report."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+from hih_lightning.config import CONFIG_DIR, instantiate_node, resolve_ckpt_path
+from hih_lightning.reporting import write_run_report
+
+log = logging.getLogger(__name__)
+
+
+def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
+    """Instantiate everything before any work starts, so a bad key fails at once."""
+    datamodule = instantiate_node(cfg, "data")
+    model = instantiate_node(cfg, "model")
+    callbacks = [instantiate_node(cfg, f"callbacks.{name}")
+                 for name, node in (cfg.get("callbacks") or {}).items() if node is not None]
+    loggers = [instantiate_node(cfg, f"logger.{name}")
+               for name, node in (cfg.get("logger") or {}).items() if node is not None]
+    trainer = instantiate_node(cfg, "trainer", callbacks=callbacks, logger=loggers or False)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    return datamodule, model, trainer
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    """Train and/or test as the config says; returns the final metrics."""
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule, model, trainer = build(cfg)
+    ckpt_path = resolve_ckpt_path(cfg)
+    if cfg.get("train", True):
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    if cfg.get("test", True):
+        best = None
+        if trainer.checkpoint_callback is not None and not trainer.fast_dev_run:
+            best = trainer.checkpoint_callback.best_model_path or None
+        trainer.test(model, datamodule=datamodule, ckpt_path=best)
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()
+                        if v.numel() == 1})
+        if trainer.is_global_zero:
+            write_run_report(model, datamodule, trainer, Path(cfg.paths.output_dir), cfg)
+    _finish_wandb()
+    return metrics
+
+
+def _finish_wandb() -> None:
+    """Close the W&B run so the next multirun job starts a fresh one."""
+    try:
+        import wandb
+    except ImportError:
+        return
+    if wandb.run is not None:
+        wandb.finish()
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    metrics = run(cfg)
+    return metrics.get(cfg.get("optimized_metric"))
+
+
+if __name__ == "__main__":
+    main()
