@@ -76,7 +76,7 @@ def test_whole_image_crop_is_the_identity_warp():
 # -- geometry ---------------------------------------------------------------------------------
 def test_crop_augment_inverse_round_trip():
     rng = np.random.default_rng(1)
-    transform = FaceTransform(256, "gt_box", augment=ALWAYS, flip_map=WFLW.flip_map)
+    transform = FaceTransform("gt_box", 256, ALWAYS, WFLW.flip_map)
     image = np.zeros((480, 640, 3), np.uint8)
     for _ in range(20):
         pts = face(rng)
@@ -98,7 +98,7 @@ def test_flip_twice_is_identity():
     assert np.array_equal(idx[idx], np.arange(68))
     rng = np.random.default_rng(2)
     pts, image = face(rng, 68), np.zeros((480, 640, 3), np.uint8)
-    transform = FaceTransform(256, flip_map=W300.flip_map)
+    transform = FaceTransform("gt_box", 256, flip_map=W300.flip_map)
     plain = transform(image, pts)["landmarks"]
     flipped = transform(image, pts, params=AugmentParams(flip=True))["landmarks"]
     again = flipped[idx].copy()
@@ -139,7 +139,7 @@ def test_augmentation_is_deterministic_given_the_seed():
     assert a[0] == a[1]
     draws = [sample_augmentation(np.random.default_rng(s), cfg) for s in range(10)]
     assert len({repr(d) for d in draws}) > 1
-    transform = FaceTransform(128, augment=cfg, flip_map=WFLW.flip_map)
+    transform = FaceTransform("gt_box", 128, cfg, WFLW.flip_map)
     image = np.random.default_rng(0).integers(0, 256, size=(480, 640, 3), dtype=np.uint8)
     pts = face(np.random.default_rng(4))
     one = transform(image, pts, np.random.default_rng(11))
@@ -186,17 +186,20 @@ def test_blur_and_occlusion_pixels():
     assert (sampled != img).any()
 
 
-def test_face_transform_from_record_and_hydra_style_config():
+def test_face_transform_takes_a_record_and_a_hydra_style_config():
     rng = np.random.default_rng(5)
     pts = face(rng, 29)
     visible = np.arange(29) % 3 != 0
     record = FaceRecord(None, pts, box=np.array([200.0, 140.0, 400.0, 300.0]),
                         visible=visible, source="cofw:1")
-    transform = FaceTransform(64, "dataset_box", augment={"flip_prob": 1.0, "rotate_prob": 0},
-                              flip_map=COFW.flip_map)
-    out = transform.from_record(record, np.zeros((400, 600), np.uint8), rng)
+    transform = FaceTransform("dataset_box", 64, {"flip_prob": 1.0, "rotate_prob": 0},
+                              COFW.flip_map)
+    out = transform(np.zeros((400, 600), np.uint8), record, rng)
     assert out["image"].shape == (64, 64, 3) and out["image"].dtype == np.uint8
     assert out["flipped"]
     assert np.array_equal(out["visible"], visible[np.asarray(transform.flip_index)])
+    no_box = FaceRecord(None, pts, source="cofw_test.mat:17")
+    with pytest.raises(ValueError, match="cofw_test.mat:17"):
+        transform(np.zeros((400, 600), np.uint8), no_box, rng)
     with pytest.raises(ValueError, match="unknown augmentation options"):
         FaceTransform(augment={"scale_prob": 0.5}, flip_map=WFLW.flip_map)

@@ -48,13 +48,12 @@ def csc_loss(logits: torch.Tensor, labels: torch.Tensor,
              weights: torch.Tensor | None = None) -> torch.Tensor:
     """Coordinate soft-classification: KL(labels || softmax(logits)), mean over B*N*k*k.
 
-    logits (B, N, k, k), labels (B, N, k*k). Uses F.kl_div(..., reduction='mean') exactly
-    as the published code, so the published weight 0.05 keeps its meaning.
+    logits (B, N, k, k), labels (B, N, k*k). Equal to the published
+    F.kl_div(..., reduction='mean'), so the published weight 0.05 keeps its meaning; the mean
+    is taken explicitly because PyTorch has announced that 'mean' will become 'batchmean'.
     """
     logp = torch.log_softmax(logits.float().flatten(-2), dim=-1)
     labels = labels.float().reshape(logp.shape)
-    if weights is None:
-        return F.kl_div(logp, labels, reduction="mean")
     return _weighted_mean(F.kl_div(logp, labels, reduction="none"), weights)
 
 

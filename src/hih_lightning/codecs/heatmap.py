@@ -101,10 +101,12 @@ class DARKCodec(Codec):
     x = m - H^-1 g with g and H the central-difference gradient and Hessian of
     log(heatmap) at m. Since the blur is linear and the refinement only needs the blurred
     3x3 neighbourhood of m, we blur a (2r+3)^2 patch gathered around m, not the whole map,
-    with zero padding outside the map (OpenCV reflects; this only differs within r pixels of
-    the border). The rescaling DARK applies after the blur does not change log-derivatives,
-    so it is skipped. Refinement is applied only where m is at least one pixel from the
-    border and the Hessian is negative definite; the step is clamped to +-1 px.
+    with zero padding outside the map (OpenCV reflects; both bias points near the border:
+    on ideal targets the zero-padded 11-tap blur costs < 0.01 px from 3 px in, 0.08 px at
+    2 px, 0.33 px at 1 px; without blur the refinement is exact from 1 px in). The rescaling
+    DARK applies after the blur does not change log-derivatives, so it is skipped.
+    Refinement is applied only where m is at least one pixel from the border and the
+    Hessian is negative definite; the step is clamped to +-1 px.
     A dense, untruncated Gaussian target has an exactly quadratic log, so without blur the
     round trip is exact to float precision in the interior.
     """

@@ -80,17 +80,14 @@ class FaceDataset(Dataset):
         num_attr = len(self.meta.subsets)
         attributes = np.zeros(num_attr, dtype=np.int64)
         attributes[: len(record.attributes)] = record.attributes[:num_attr]
-        visible = (record.visible if record.visible is not None
-                   else np.ones(len(record.landmarks), dtype=bool))
-        if sample["flipped"]:
-            visible = visible[list(self.meta.flip_map)]
+        visible = sample.get("visible", np.ones(len(record.landmarks), dtype=bool))
         return {
             "image": torch.from_numpy(np.ascontiguousarray(sample["image"].transpose(2, 0, 1))),
             "landmarks": torch.from_numpy(sample["landmarks"].astype(np.float32)),
             "landmarks_image": torch.from_numpy(record.landmarks.astype(np.float64)),
             "matrix": torch.from_numpy(sample["matrix"].astype(np.float64)),
             "attributes": torch.from_numpy(attributes),
-            "visible": torch.from_numpy(np.asarray(visible, dtype=bool)),
+            "visible": torch.from_numpy(visible),
             "index": index,
         }
 
@@ -122,8 +119,8 @@ class FaceDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         for split, source in self.sources(stage).items():
             augment = self.augment if split == "train" else AugmentConfig(enabled=False)
-            transform = FaceTransform(self.crop_protocol, self.image_size, augment,
-                                      self.meta.flip_map)
+            transform = FaceTransform(protocol=self.crop_protocol, out_size=self.image_size,
+                                      augment=augment, flip_map=self.meta.flip_map)
             self.datasets[split] = FaceDataset(source, transform, self.meta, self.seed)
 
     def _loader(self, split: str, train: bool) -> DataLoader:

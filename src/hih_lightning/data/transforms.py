@@ -273,18 +273,18 @@ class FaceTransform:
     """Image + landmarks -> network crop: protocol box, augmentation, one warp, flip renaming.
 
     Args:
-        out_size: crop side in pixels (256 for HIH).
         protocol: one of :data:`CROP_PROTOCOLS` — always explicit, never implicit.
-        factor: box enlargement; ``None`` = the protocol's default (:data:`DEFAULT_FACTORS`).
+        out_size: crop side in pixels (256 for HIH).
         augment: an :class:`AugmentConfig` (or a mapping of its fields, e.g. from Hydra);
             ``None`` = no augmentation.
         flip_map: the dataset's mirror map (``meta.flip_map``); required when flips can happen.
+        factor: box enlargement; ``None`` = the protocol's default (:data:`DEFAULT_FACTORS`).
     """
 
-    def __init__(self, out_size: int = 256, protocol: str = "gt_box",
-                 factor: float | None = None,
+    def __init__(self, protocol: str = "gt_box", out_size: int = 256,
                  augment: AugmentConfig | Mapping[str, Any] | None = None,
-                 flip_map: Sequence[int] | None = None) -> None:
+                 flip_map: Sequence[int] | None = None,
+                 factor: float | None = None) -> None:
         if protocol not in CROP_PROTOCOLS:
             raise ValueError(f"unknown crop protocol {protocol!r}; valid: {CROP_PROTOCOLS}")
         if augment is None:
@@ -304,14 +304,27 @@ class FaceTransform:
         self.augment = augment
         self.flip_index = None if flip_map is None else np.asarray(flip_map, dtype=np.int64)
 
-    def __call__(self, image: np.ndarray, landmarks: np.ndarray,
+    def __call__(self, image: np.ndarray, landmarks: np.ndarray | FaceRecord,
                  rng: np.random.Generator | None = None, *,
                  box: np.ndarray | None = None, center: np.ndarray | None = None,
                  scale: float | None = None, visible: np.ndarray | None = None,
                  source: str = "", params: AugmentParams | None = None) -> dict[str, Any]:
-        """Returns ``image`` (S, S, 3) uint8, ``landmarks`` (N, 2) float32 crop px (renamed if
-        flipped), ``matrix`` (2, 3) float32 image px -> crop px, ``flipped`` bool, and
-        ``visible`` (N,) bool (renamed) when given. ``params`` overrides sampling."""
+        """Crop (and augment) one face.
+
+        ``landmarks`` is (N, 2) image px or a :class:`FaceRecord`, which then also supplies
+        box, centre, scale, visibility and source (explicit keywords win). Returns ``image``
+        (S, S, 3) uint8, ``landmarks`` (N, 2) float32 crop px (renamed if flipped),
+        ``matrix`` (2, 3) float64 image px -> crop px, ``flipped`` bool, and ``visible`` (N,)
+        bool (renamed) when known. ``params`` overrides sampling.
+        """
+        if isinstance(landmarks, FaceRecord):
+            record = landmarks
+            box = record.box if box is None else box
+            center = record.center if center is None else center
+            scale = record.scale if scale is None else scale
+            visible = record.visible if visible is None else visible
+            source = source or record.source
+            landmarks = record.landmarks
         landmarks = np.asarray(landmarks, dtype=np.float64)
         cx, cy, side = crop_box(landmarks, self.protocol, box=box, center=center, scale=scale,
                                 factor=self.factor, source=source)
@@ -323,8 +336,10 @@ class FaceTransform:
         matrix = compose(crop_matrix(cx, cy, side, self.out_size), params, self.out_size)
 
         if image.ndim == 2:
-            image = np.repeat(image[:, :, None], 3, axis=2)
-        elif image.shape[2] == 4:
+            image = image[:, :, None]
+        if image.shape[2] == 1:  # grey -> the 3 channels the network expects
+            image = np.repeat(image, 3, axis=2)
+        elif image.shape[2] == 4:  # drop alpha
             image = image[:, :, :3]
         crop = warp_image(np.ascontiguousarray(image), matrix, self.out_size)
         crop = apply_blur(crop, params.blur_radius)
@@ -338,13 +353,7 @@ class FaceTransform:
             points = points[self.flip_index]
             visible = None if visible is None else np.asarray(visible)[self.flip_index]
         out: dict[str, Any] = {"image": crop, "landmarks": points.astype(np.float32),
-                               "matrix": matrix.astype(np.float32), "flipped": params.flip}
+                               "matrix": matrix, "flipped": params.flip}
         if visible is not None:
             out["visible"] = np.asarray(visible, dtype=bool)
         return out
-
-    def from_record(self, record: FaceRecord, image: np.ndarray,
-                    rng: np.random.Generator | None = None) -> dict[str, Any]:
-        """:meth:`__call__` with the record's landmarks, box, centre, scale, visibility."""
-        return self(image, record.landmarks, rng, box=record.box, center=record.center,
-                    scale=record.scale, visible=record.visible, source=record.source)
