@@ -16,3 +16,24 @@ def shared_data() -> Path:
     if not root.is_dir():
         pytest.skip(f"real annotation files not found at {root}; set HIH_SHARED_DATA")
     return root
+
+
+@pytest.fixture
+def compose_cfg(tmp_path):
+    """Compose the real Hydra configs (train.yaml / eval.yaml) with tiny overrides.
+
+    Outputs go to ``tmp_path``; no logger, tiny synthetic splits unless overridden.
+    """
+    from hydra import compose, initialize_config_dir
+
+    from hih_lightning.config import CONFIG_DIR
+
+    def _compose(*overrides: str, config_name: str = "train", tiny: bool = True):
+        base = [f"paths.log_dir={tmp_path / 'logs'}", f"paths.output_dir={tmp_path / 'logs' / 'train' / 'runs' / 'out'}",
+                "logger=none"]
+        if tiny and config_name == "train":
+            base.append("debug=tiny")
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+            return compose(config_name, overrides=base + list(overrides))
+
+    return _compose

@@ -17,7 +17,7 @@ from hih_lightning.codecs import (
     QuarterShiftCodec,
     SoftArgmaxCodec,
 )
-from hih_lightning.codecs.gaussian import render_gaussians
+from hih_lightning.codecs.gaussian import flat_argmax, gather_patch, render_gaussians
 from hih_lightning.codecs.hih import published_window
 from hih_lightning.models.output import NetOutput
 
@@ -334,3 +334,19 @@ def test_renderer_window_and_sub_pixel_centre() -> None:
     lo, hi = torch.tensor([[1, 1]]), torch.tensor([[3, 4]])
     w = render_gaussians(c, 8, 8, 1.0, lo=lo, hi=hi)
     assert w[0, 3, 4] == 0 and w[0, 5, 3] == 0 and w[0, 4, 3] > 0 and w[0, 1, 1] > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_flat_argmax_matches_a_flat_argmax_with_ties(dtype: torch.dtype) -> None:
+    g = torch.Generator().manual_seed(13)
+    maps = torch.randint(0, 4, (3, 7, 9, 11), generator=g).to(dtype)  # many ties
+    ix, iy, val = flat_argmax(maps)
+    ref = maps.float().flatten(-2).argmax(-1)
+    assert torch.equal(iy * 11 + ix, ref)
+    assert torch.equal(val, maps.float().flatten(-2).amax(-1))
+
+
+def test_gather_patch_zero_pads_outside_the_map() -> None:
+    maps = torch.arange(1.0, 26.0).reshape(1, 5, 5)
+    patch = gather_patch(maps, torch.tensor([0]), torch.tensor([4]), 1)[0]
+    assert patch.tolist() == [[0.0, 16.0, 17.0], [0.0, 21.0, 22.0], [0.0, 0.0, 0.0]]

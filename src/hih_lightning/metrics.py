@@ -257,6 +257,10 @@ class LandmarkMetrics(Metric):
             return torch.zeros(0, dtype=torch.float64)
         return dim_zero_cat(state).double()
 
+    def per_image_errors(self) -> Tensor:
+        """Inter-ocular NME of every image seen so far (this process's, unless synced)."""
+        return self._cat(self.errors)
+
     def _summary(self, errors: Tensor, suffix: str) -> dict[str, Tensor]:
         nme = errors.mean() if errors.numel() else torch.tensor(float("nan"), dtype=torch.float64)
         return {f"nme{suffix}": nme,

@@ -120,14 +120,17 @@ class HIHLitModule(L.LightningModule):
         values = {f"{stage}/{k}": float(v) for k, v in metrics.compute().items()
                   if not math.isnan(float(v))}
         self.log_dict(values, sync_dist=False)  # already reduced across processes
-        metrics.reset()
         return values
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics(self.val_metrics, "val")
+        self.val_metrics.reset()
 
     def on_test_epoch_end(self) -> None:
         self.test_results = self._log_metrics(self.test_metrics, "test")
+        with self.test_metrics.sync_context():  # every process's images, for the CED plot
+            self.test_errors = self.test_metrics.per_image_errors().cpu().numpy()
+        self.test_metrics.reset()
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.hparams.optimizer(params=self.parameters())

@@ -17,6 +17,19 @@ from __future__ import annotations
 
 import torch
 
+# 1-D factors below exp(-43) ~ 2e-19 are set to exactly 0, so that neither the factors nor
+# their products (>= exp(-86) > float32's smallest normal, exp(-87.3)) are ever subnormal:
+# subnormal arithmetic is ~10x slower on x86 CPUs and made rendering 3x slower. Relative to
+# the peak of 1 this changes nothing representable near the peak (float32 eps is 1e-7); it
+# zeroes the far tail beyond ~9.3 sigma.
+_MIN_EXPONENT = -43.0
+
+
+def _gaussian_1d(d: torch.Tensor, sigma: float) -> torch.Tensor:
+    arg = d.square_().mul_(-0.5 / (sigma * sigma))
+    g = arg.clamp_min(_MIN_EXPONENT).exp_()
+    return g.masked_fill_(arg < _MIN_EXPONENT, 0.0)
+
 
 def render_gaussians(centres: torch.Tensor, height: int, width: int, sigma: float, *,
                      lo: torch.Tensor | None = None, hi: torch.Tensor | None = None,
@@ -30,9 +43,8 @@ def render_gaussians(centres: torch.Tensor, height: int, width: int, sigma: floa
     c = centres.to(dtype)
     xs = torch.arange(width, device=c.device, dtype=dtype)
     ys = torch.arange(height, device=c.device, dtype=dtype)
-    k = -0.5 / (sigma * sigma)
-    gx = torch.exp((xs - c[..., 0:1]).square_() * k)  # (..., W)
-    gy = torch.exp((ys - c[..., 1:2]).square_() * k)  # (..., H)
+    gx = _gaussian_1d(xs - c[..., 0:1], sigma)  # (..., W)
+    gy = _gaussian_1d(ys - c[..., 1:2], sigma)  # (..., H)
     if lo is not None or hi is not None:
         lo_ = lo if lo is not None else torch.full_like(centres, -(2**31), dtype=torch.long)
         hi_ = hi if hi is not None else torch.full_like(centres, 2**31 - 1, dtype=torch.long)
@@ -44,26 +56,48 @@ def render_gaussians(centres: torch.Tensor, height: int, width: int, sigma: floa
 def flat_argmax(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Argmax over the last two dims of (..., H, W): (x long, y long, max value float32).
 
-    Ordering is exact in any floating dtype (bf16/fp16 -> fp32 is exact), so the argmax runs
+    Two-level search: row maxima with ``amax`` (a vectorised reduction, ~8x faster on CPU
+    than torch's scalar ``argmax`` over H*W), then argmax over the H row maxima and over the
+    W values of the winning row. Ties resolve like a flat argmax (first in row-major order).
+    Ordering is exact in any floating dtype (bf16/fp16 -> fp32 is exact), so the search runs
     in the input dtype without a full-size float32 copy; only the peak value is converted.
     """
-    w = maps.shape[-1]
-    flat = maps.flatten(-2)
-    val, idx = flat.max(dim=-1)
-    return idx % w, idx // w, val.float()
+    h, w = maps.shape[-2:]
+    rows = maps.amax(dim=-1)                                   # (..., H)
+    val, iy = rows.max(dim=-1)                                 # first row holding the max
+    idx = iy[..., None, None].expand(*iy.shape, 1, w)
+    ix = torch.gather(maps, -2, idx).squeeze(-2).argmax(dim=-1)
+    return ix, iy, val.float()
 
 
 def gather_pixels(maps: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Values of (..., H, W) maps at integer pixels x, y of shape (..., L); 0 outside the map.
 
-    Returned as float32, shape (..., L). Used to read neighbourhoods around the argmax without
-    touching (or copying) the rest of the map.
+    Returned as float32, shape (..., L). Used to read a few pixels per map without touching
+    (or copying) the rest of it.
     """
     h, w = maps.shape[-2:]
     inside = (x >= 0) & (x < w) & (y >= 0) & (y < h)
-    idx = (y.clamp(0, h - 1) * w + x.clamp(0, w - 1))
+    idx = y.clamp(0, h - 1) * w + x.clamp(0, w - 1)
     vals = torch.gather(maps.flatten(-2), -1, idx).float()
-    return vals * inside.to(vals.dtype)
+    return vals.masked_fill_(~inside, 0.0)
+
+
+def gather_patch(maps: torch.Tensor, x: torch.Tensor, y: torch.Tensor, radius: int
+                 ) -> torch.Tensor:
+    """The (2r+1)^2 patch of (..., H, W) maps around integer pixels x, y (...), zero padded.
+
+    Returns (..., 2r+1, 2r+1) float32, indexed [dy + r, dx + r]. Row and column indices are
+    built separately and broadcast once, so the cost is a few passes over the patch only.
+    """
+    h, w = maps.shape[-2:]
+    offs = torch.arange(-radius, radius + 1, device=x.device)
+    xs, ys = x.unsqueeze(-1) + offs, y.unsqueeze(-1) + offs        # (..., side)
+    idx = ys.clamp(0, h - 1).unsqueeze(-1) * w + xs.clamp(0, w - 1).unsqueeze(-2)
+    vals = torch.gather(maps.flatten(-2), -1, idx.flatten(-2)).float().unflatten(-1, idx.shape[-2:])
+    row_in = ((ys >= 0) & (ys < h)).float().unsqueeze(-1)
+    col_in = ((xs >= 0) & (xs < w)).float().unsqueeze(-2)
+    return vals.mul_(row_in * col_in)  # float masks: far cheaper than bool ops on the patch
 
 
 def working_dtype(x: torch.Tensor) -> torch.dtype:

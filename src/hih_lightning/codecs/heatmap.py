@@ -12,7 +12,7 @@ import torch
 from hih_lightning.codecs.base import Codec, Decoded
 from hih_lightning.codecs.gaussian import (
     flat_argmax,
-    gather_pixels,
+    gather_patch,
     render_gaussians,
     working_dtype,
 )
@@ -74,12 +74,9 @@ class QuarterShiftCodec(ArgmaxCodec):
         hm = output.heatmaps[:, -1]
         h, w = hm.shape[-2:]
         ix, iy, score = flat_argmax(hm)
-        one = torch.ones_like(ix)
-        xs = torch.stack((ix + one, ix - one, ix, ix), dim=-1)
-        ys = torch.stack((iy, iy, iy + one, iy - one), dim=-1)
-        v = gather_pixels(hm, xs, ys)
-        sx = torch.sign(v[..., 0] - v[..., 1]) * ((ix >= 1) & (ix <= w - 2)).float()
-        sy = torch.sign(v[..., 2] - v[..., 3]) * ((iy >= 1) & (iy <= h - 2)).float()
+        v = gather_patch(hm, ix, iy, 1)                                   # (..., 3, 3)
+        sx = torch.sign(v[..., 1, 2] - v[..., 1, 0]) * ((ix >= 1) & (ix <= w - 2)).float()
+        sy = torch.sign(v[..., 2, 1] - v[..., 0, 1]) * ((iy >= 1) & (iy <= h - 2)).float()
         pts = torch.stack((ix.float() + 0.25 * sx, iy.float() + 0.25 * sy), dim=-1)
         return Decoded(pts, score)
 
@@ -90,6 +87,16 @@ def gaussian_kernel_1d(size: int) -> torch.Tensor:
     t = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     k = torch.exp(-t.square() / (2 * sigma * sigma))
     return (k / k.sum()).float()
+
+
+def blur_band_matrix(size: int) -> torch.Tensor:
+    """(3, size+2) matrix whose rows are the blur kernel shifted by 0, 1, 2: applied on both
+    sides of a (size+2)^2 patch it gives the blurred 3x3 centre (a 'valid' separable blur)."""
+    kern = gaussian_kernel_1d(size)
+    band = torch.zeros(3, size + 2)
+    for row in range(3):
+        band[row, row:row + size] = kern
+    return band
 
 
 class DARKCodec(Codec):
@@ -134,15 +141,10 @@ class DARKCodec(Codec):
                        ) -> torch.Tensor:
         """(Blurred) 3x3 values around (ix, iy), (..., 3, 3) float32, indexed [dy, dx]."""
         r = self.blur_kernel // 2 if self.blur_kernel > 1 else 0
-        side = 2 * r + 3
-        offs = torch.arange(side, device=hm.device) - (r + 1)
-        xs = (ix.unsqueeze(-1) + offs).unsqueeze(-2).expand(*ix.shape, side, side)
-        ys = (iy.unsqueeze(-1) + offs).unsqueeze(-1).expand(*iy.shape, side, side)
-        patch = gather_pixels(hm, xs.flatten(-2), ys.flatten(-2)).unflatten(-1, (side, side))
+        patch = gather_patch(hm, ix, iy, r + 1)                          # (..., 2r+3, 2r+3)
         if r:
-            kern = gaussian_kernel_1d(self.blur_kernel).to(patch.device)
-            patch = patch.unfold(-2, self.blur_kernel, 1) @ kern          # (..., 3, side)
-            patch = patch.unfold(-1, self.blur_kernel, 1) @ kern          # (..., 3, 3)
+            band = blur_band_matrix(self.blur_kernel).to(patch.device)  # (3, 2r+3)
+            patch = band @ patch @ band.T                                 # (..., 3, 3)
         return patch
 
     def decode(self, output: NetOutput) -> Decoded:
@@ -186,6 +188,8 @@ class SoftArgmaxCodec(Codec):
     def __init__(self, heatmap_size: int = 64, sigma: float = 1.5, beta: float = 16.0) -> None:
         self.heatmap_size = int(heatmap_size)
         self.sigma = float(sigma)
+        if beta <= 0:
+            raise ValueError(f"beta must be positive, got {beta}")
         self.beta = float(beta)
 
     def __repr__(self) -> str:
@@ -199,21 +203,29 @@ class SoftArgmaxCodec(Codec):
         return {"heatmaps": render_gaussians(p, size, size, self.sigma),
                 "coords": p.clamp(0, size - 1).float()}
 
+    def _expectation(self, heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(expected (x, y) (..., 2), max of beta * heatmap (...)), both float32."""
+        h, w = heatmaps.shape[-2:]
+        z = heatmaps.float().flatten(-2) * self.beta
+        zmax = z.amax(dim=-1, keepdim=True).detach()
+        e = z.sub_(zmax).exp_().unflatten(-1, (h, w))  # in place: 3 passes, autograd-safe
+        xs = torch.arange(w, device=e.device, dtype=e.dtype)
+        ys = torch.arange(h, device=e.device, dtype=e.dtype)
+        rows = e.sum(dim=-1)                           # (..., H): one contiguous pass
+        row_x = e @ xs                                 # (..., H): sum_x x * e, one pass
+        total = rows.sum(dim=-1)
+        coords = torch.stack((row_x.sum(dim=-1), rows @ ys), dim=-1) / total.unsqueeze(-1)
+        return coords, zmax.squeeze(-1)
+
     def soft_argmax(self, heatmaps: torch.Tensor) -> torch.Tensor:
         """Differentiable expected (x, y) of softmax(beta * heatmaps) over (..., H, W)."""
-        h, w = heatmaps.shape[-2:]
-        prob = torch.softmax(heatmaps.float().flatten(-2) * self.beta, dim=-1)
-        prob = prob.unflatten(-1, (h, w))
-        xs = torch.arange(w, device=prob.device, dtype=prob.dtype)
-        ys = torch.arange(h, device=prob.device, dtype=prob.dtype)
-        return torch.stack((prob.sum(-2) @ xs, prob.sum(-1) @ ys), dim=-1)
+        return self._expectation(heatmaps)[0]
 
     def decode(self, output: NetOutput) -> Decoded:
         """Soft-argmax of the last stack; score = raw heatmap maximum."""
-        hm = output.heatmaps[:, -1]
-        score = hm.flatten(-2).amax(dim=-1).float()
-        return Decoded(self.soft_argmax(hm), score)
+        coords, zmax = self._expectation(output.heatmaps[:, -1])
+        return Decoded(coords, zmax / self.beta)
 
 
 __all__ = ["ArgmaxCodec", "DARKCodec", "QuarterShiftCodec", "SoftArgmaxCodec",
-           "gaussian_kernel_1d"]
+           "blur_band_matrix", "gaussian_kernel_1d"]

@@ -12,7 +12,10 @@ Correct (default) scheme, the first option of spec section 9:
 (spec section 9): the integer Gaussian's window corner truncated toward zero (peak one pixel
 too far for integer positions 0..4 when 3*sigma is not an integer), decimal class
 round(f * k) (f >= 1 - 1/(2k) gives class k, off the k x k map), decoded as c / k, and the
-decimal offset multiplied by (max decimal logit > 0).
+decimal offset multiplied by (max decimal logit > 0). In that mode both Gaussians are also
+cut to the published generator's 3-sigma window (see ``published_window``); we assume the
+decimal map used the same generator (with sigma 1 the window is symmetric and the corner
+exact, so only the cut applies). Half-way cases of round() round up (floor(f*k + 0.5)).
 """
 
 from __future__ import annotations

@@ -1,0 +1,85 @@
+"""The training framework end to end through the real Hydra configs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from hih_lightning.config import CONFIG_DIR, ConfigError
+from hih_lightning.module import NonFiniteLossError
+from hih_lightning.train import build, run
+
+EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_resolves(compose_cfg, experiment):
+    cfg = compose_cfg(f"experiment={experiment}", tiny=False)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert resolved["model"]["codec"]["heatmap_size"] * 4 == resolved["model"]["net"]["input_size"]
+    assert resolved["data"]["image_size"] == resolved["model"]["net"]["input_size"]
+    assert resolved["model"]["net"]["num_landmarks"] == resolved["data"]["num_landmarks"]
+
+
+def test_fast_dev_run_fit_validate_test(compose_cfg):
+    cfg = compose_cfg("debug=fast_dev_run", "callbacks=none")
+    metrics = run(cfg)
+    assert {"test/nme", "test/fr", "test/auc", "test/pose/nme"} <= set(metrics)
+    assert 0 < metrics["test/nme"] < 10
+
+
+@pytest.mark.parametrize("codec", ["argmax", "quarter", "dark", "soft_argmax", "hih_mse",
+                                   "fc_offset", "offset_map"])
+def test_baselines_train_one_step(compose_cfg, codec):
+    metrics = run(compose_cfg("debug=fast_dev_run", "callbacks=none", f"model/codec={codec}"))
+    assert torch.isfinite(torch.tensor(metrics["train/loss"]))
+    assert metrics["test/nme"] > 0
+
+
+def test_run_writes_report_files(compose_cfg, tmp_path):
+    cfg = compose_cfg("trainer.max_epochs=1")
+    run(cfg)
+    out = Path(cfg.paths.output_dir)
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["metrics"]["test/nme"] > 0
+    table = (out / "metrics.md").read_text()
+    assert "| full |" in table and "NME (%)" in table
+    for name in ("ced.png", "predictions.png", "checkpoints/last.ckpt"):
+        assert (out / name).stat().st_size > 0, name
+
+
+def test_wrong_config_key_fails_at_start_naming_it(compose_cfg):
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="batch_sise"):
+        compose_cfg("data.batch_sise=4")
+    cfg = compose_cfg("model.net.variant=hih_x")
+    with pytest.raises(ConfigError, match="model"):
+        build(cfg)
+
+
+def test_nan_loss_stops_with_the_step_number(compose_cfg):
+    cfg = compose_cfg("debug=fast_dev_run", "callbacks=none", "model.optimizer.lr=nan",
+                      "trainer.fast_dev_run=3")
+    with pytest.raises(NonFiniteLossError, match=r"global step 1\b"):
+        run(cfg)
+
+
+def test_resume_from_last_continues_epochs_and_optimizer(compose_cfg, tmp_path):
+    first = compose_cfg("trainer.max_epochs=1", "test=false")
+    run(first)
+    last = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=False)
+    assert state["epoch"] == 0 and state["global_step"] == 4
+    second = compose_cfg("trainer.max_epochs=2", "test=false", "ckpt_path=last",
+                         f"paths.output_dir={tmp_path / 'logs' / 'train' / 'runs' / 'resumed'}")
+    run(second)
+    resumed = torch.load(Path(second.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)
+    assert resumed["epoch"] == 1 and resumed["global_step"] == 8
+    # Adam's step counter continued from the first run instead of restarting.
+    steps = {float(s["step"]) for s in resumed["optimizer_states"][0]["state"].values()}
+    assert steps == {8.0}
