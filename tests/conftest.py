@@ -30,7 +30,7 @@ def compose_cfg(tmp_path):
 
     def _compose(*overrides: str, config_name: str = "train", tiny: bool = True):
         base = [f"paths.log_dir={tmp_path / 'logs'}", f"paths.output_dir={tmp_path / 'logs' / 'train' / 'runs' / 'out'}",
-                "logger=none"]
+                "logger=csv"]
         if tiny and config_name == "train":
             base.append("debug=tiny")
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):

@@ -44,8 +44,12 @@ class HIHLitModule(L.LightningModule):
                  flip_test: bool = False, channels_last: bool = False,
                  compile: bool = False) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["net", "codec", "loss"], logger=False)
+        # Optimizer/scheduler factories stay out of the checkpoint's hyper-parameters so that
+        # checkpoints load with torch.load(weights_only=True); the run's config has them.
+        self.save_hyperparameters(ignore=["net", "codec", "loss", "optimizer", "scheduler"],
+                                  logger=False)
         self.net, self.codec, self.loss = net, codec, loss
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.meta = get_meta(dataset)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255,
                              persistent=False)
@@ -133,9 +137,9 @@ class HIHLitModule(L.LightningModule):
         self.test_metrics.reset()
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.hparams.optimizer(params=self.parameters())
-        if self.hparams.scheduler is None:
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
             return {"optimizer": optimizer}
         return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": self.hparams.scheduler(optimizer=optimizer),
+                "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer),
                                  "interval": "epoch"}}
