@@ -29,7 +29,8 @@ def compose_cfg(tmp_path):
     from hih_lightning.config import CONFIG_DIR
 
     def _compose(*overrides: str, config_name: str = "train", tiny: bool = True):
-        base = [f"paths.log_dir={tmp_path / 'logs'}", f"paths.output_dir={tmp_path / 'logs' / 'train' / 'runs' / 'out'}",
+        run_dir = tmp_path / "logs" / "train" / "runs" / "out"
+        base = [f"paths.log_dir={tmp_path / 'logs'}", f"paths.output_dir={run_dir}",
                 "logger=csv"]
         if tiny and config_name == "train":
             base.append("debug=tiny")

@@ -78,7 +78,8 @@ def test_resume_from_last_continues_epochs_and_optimizer(compose_cfg, tmp_path):
     second = compose_cfg("trainer.max_epochs=2", "test=false", "ckpt_path=last",
                          f"paths.output_dir={tmp_path / 'logs' / 'train' / 'runs' / 'resumed'}")
     run(second)
-    resumed = torch.load(Path(second.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)
+    resumed = torch.load(Path(second.paths.output_dir) / "checkpoints" / "last.ckpt",
+                         weights_only=False)
     assert resumed["epoch"] == 1 and resumed["global_step"] == 8
     # Adam's step counter continued from the first run instead of restarting.
     steps = {float(s["step"]) for s in resumed["optimizer_states"][0]["state"].values()}

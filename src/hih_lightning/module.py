@@ -8,12 +8,14 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from hih_lightning.codecs import Codec
 from hih_lightning.data.metainfo import get_meta
 from hih_lightning.losses import LandmarkLoss
 from hih_lightning.metrics import LandmarkMetrics
+from hih_lightning.models.hih import parameter_counts
 from hih_lightning.models.output import NetOutput
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -90,6 +92,11 @@ class HIHLitModule(L.LightningModule):
             flipped[..., 0] = (images.shape[-1] - 1) - flipped[..., 0]
             points = (points + flipped) / 2
         return points
+
+    def on_fit_start(self) -> None:
+        counts = parameter_counts(self.net)
+        rank_zero_info(f"parameters: {counts['used']:,} used; {counts['published']:,} by the "
+                       "published count (which adds never-used skip convs)")
 
     # -- steps ----------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
