@@ -82,7 +82,7 @@ def test_crop_augment_inverse_round_trip():
         pts = face(rng)
         out = transform(image, pts, rng)
         assert out["flipped"] and out["image"].shape == (256, 256, 3)
-        assert out["landmarks"].dtype == np.float32 and out["matrix"].dtype == np.float32
+        assert out["landmarks"].dtype == np.float32 and out["matrix"].dtype == np.float64
         crop_pts = out["landmarks"][np.asarray(WFLW.flip_map)]  # undo the renaming
         back = apply_to_landmarks(invert(out["matrix"]), crop_pts)
         assert np.abs(back - pts).max() < 1e-3
