@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from hih_lightning.config import CONFIG_DIR, ConfigError, resolve_ckpt_path
 from hih_lightning.models.published import load_published_checkpoint
 from hih_lightning.reporting import write_run_report
-from hih_lightning.train import build
+from hih_lightning.train import build, scalar_metrics
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
@@ -32,7 +32,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)
     if trainer.is_global_zero:
         write_run_report(model, datamodule, trainer, Path(cfg.paths.output_dir), cfg)
-    return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    return scalar_metrics(trainer)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")

@@ -29,6 +29,11 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     return datamodule, model, trainer
 
 
+def scalar_metrics(trainer: L.Trainer) -> dict[str, float]:
+    """The trainer's logged scalar metrics as plain floats."""
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+
+
 def run(cfg: DictConfig) -> dict[str, float]:
     """Train and/or test as the config says; returns the final metrics."""
     L.seed_everything(cfg.seed, workers=True)
@@ -36,14 +41,13 @@ def run(cfg: DictConfig) -> dict[str, float]:
     ckpt_path = resolve_ckpt_path(cfg)
     if cfg.get("train", True):
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    metrics = scalar_metrics(trainer)
     if cfg.get("test", True):
         best = None
         if trainer.checkpoint_callback is not None and not trainer.fast_dev_run:
             best = trainer.checkpoint_callback.best_model_path or None
         trainer.test(model, datamodule=datamodule, ckpt_path=best)
-        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()
-                        if v.numel() == 1})
+        metrics.update(scalar_metrics(trainer))
         if trainer.is_global_zero:
             write_run_report(model, datamodule, trainer, Path(cfg.paths.output_dir), cfg)
     _finish_wandb()
