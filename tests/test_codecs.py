@@ -53,6 +53,22 @@ def test_hih_roundtrip_within_half_a_decimal_cell(k: int) -> None:
     assert torch.allclose((_roundtrip(codec, edge) - edge).abs(), torch.tensor(0.5 / k))
 
 
+def test_hih_diagnostics_score_the_decimal_head_against_the_truth() -> None:
+    codec = HIHCodec(heatmap_size=H, decimal_size=8)
+    pts = torch.tensor([[[10.3, 20.8], [0.99, 63.2], [5.0, 5.0]]])
+    ideal = codec.ideal_output(pts)
+    diag = codec.diagnostics(ideal, pts)
+    assert diag["decimal_hit"].tolist() == [[True, True, True]]
+    # integer-only decode: the pixel centre of floor(p)
+    assert torch.equal(diag["integer_centre"], torch.tensor([[[10.5, 20.5], [0.5, 63.5],
+                                                              [5.5, 5.5]]]))
+    # move landmark 0's decimal peak one cell right: a miss for it alone
+    wrong = ideal.decimals.clone()
+    wrong[0, 0] = torch.roll(wrong[0, 0], shifts=1, dims=-1)
+    hits = codec.diagnostics(NetOutput(heatmaps=ideal.heatmaps, decimals=wrong), pts)
+    assert hits["decimal_hit"].tolist() == [[False, True, True]]
+
+
 def test_hih_target_layout() -> None:
     codec = HIHCodec()
     pts = torch.tensor([[[10.3, 20.8], [0.99, 63.2]]])

@@ -10,11 +10,12 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
+from torchmetrics import MeanMetric
 
 from hih_lightning.codecs import Codec
 from hih_lightning.data.metainfo import get_meta
 from hih_lightning.losses import LandmarkLoss
-from hih_lightning.metrics import LandmarkMetrics
+from hih_lightning.metrics import NME, LandmarkMetrics
 from hih_lightning.models.hih import parameter_counts
 from hih_lightning.models.output import NetOutput
 
@@ -60,6 +61,11 @@ class HIHLitModule(L.LightningModule):
         self.register_buffer("flip_index", torch.tensor(self.meta.flip_map), persistent=False)
         self.val_metrics = LandmarkMetrics(self.meta)
         self.test_metrics = LandmarkMetrics(self.meta)
+        # HIH only: validation also scores the decimal head against a constant guess
+        self.has_diagnostics = hasattr(codec, "diagnostics")
+        if self.has_diagnostics:
+            self.val_integer_nme = NME(norm_indices=self.meta.inter_ocular)
+            self.val_decimal_acc = MeanMetric()
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.forward_net = torch.compile(self.net) if compile else self.net
@@ -83,9 +89,14 @@ class HIHLitModule(L.LightningModule):
     def forward(self, images: torch.Tensor) -> NetOutput:
         return self.forward_net(self.normalise(images))
 
-    def predict_crop(self, images: torch.Tensor) -> torch.Tensor:
-        """Landmarks in crop pixels (B, N, 2); averaged with the mirrored flip when enabled."""
-        points = self.codec.decode(self(images)).landmarks * self.stride
+    def predict_crop(self, images: torch.Tensor, output: NetOutput | None = None
+                     ) -> torch.Tensor:
+        """Landmarks in crop pixels (B, N, 2); averaged with the mirrored flip when enabled.
+
+        ``output``: the network's output for ``images`` when the caller already has it.
+        """
+        output = self(images) if output is None else output
+        points = self.codec.decode(output).landmarks * self.stride
         if self.hparams.flip_test:
             flipped = self.codec.decode(self(images.flip(-1))).landmarks * self.stride
             flipped = flipped[:, self.flip_index]
@@ -113,12 +124,19 @@ class HIHLitModule(L.LightningModule):
         self.log("train/loss_step", losses["loss"], prog_bar=True, logger=False)
         return losses["loss"]
 
-    def _evaluate(self, batch: dict[str, torch.Tensor], metrics: LandmarkMetrics) -> None:
-        preds = crop_to_image(self.predict_crop(batch["image"]), batch["matrix"])
+    def _evaluate(self, batch: dict[str, torch.Tensor], metrics: LandmarkMetrics,
+                  output: NetOutput | None = None) -> None:
+        preds = crop_to_image(self.predict_crop(batch["image"], output), batch["matrix"])
         metrics.update(preds, batch["landmarks_image"].double(), batch.get("attributes"))
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, self.val_metrics)
+        output = self(batch["image"])
+        self._evaluate(batch, self.val_metrics, output)
+        if self.has_diagnostics:
+            diag = self.codec.diagnostics(output, batch["landmarks"] / self.stride)
+            centre = crop_to_image(diag["integer_centre"] * self.stride, batch["matrix"])
+            self.val_integer_nme.update(centre, batch["landmarks_image"].double())
+            self.val_decimal_acc.update(diag["decimal_hit"].float())
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, self.test_metrics)
@@ -136,6 +154,11 @@ class HIHLitModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self._log_metrics(self.val_metrics, "val")
         self.val_metrics.reset()
+        if self.has_diagnostics:
+            self.log_dict({"val/nme_integer": self.val_integer_nme.compute(),
+                           "val/decimal_acc": self.val_decimal_acc.compute()})
+            self.val_integer_nme.reset()
+            self.val_decimal_acc.reset()
 
     def on_test_epoch_end(self) -> None:
         self.test_results = self._log_metrics(self.test_metrics, "test")

@@ -129,3 +129,20 @@ class HIHCodec(Codec):
             dx, dy = (cx + 0.5) / k, (cy + 0.5) / k
         landmarks = torch.stack((ix.float() + dx, iy.float() + dy), dim=-1)
         return Decoded(landmarks=landmarks, scores=score)
+
+    def diagnostics(self, output: NetOutput, landmarks: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Is the decimal head earning its keep? Compared with the truth ``landmarks``.
+
+        ``decimal_hit`` (B, N) bool: the decoded decimal cell is the true one on both axes
+        (chance is 1 / k^2). ``integer_centre`` (B, N, 2): the decode with the decimal head
+        replaced by the pixel centre, i.e. what an integer-only HIH would predict. HIH is only
+        better than that when the decimal head beats a constant guess.
+        """
+        ix, iy, _ = flat_argmax(output.heatmaps[:, -1])
+        k = output.decimals.shape[-1]
+        didx = output.decimals.flatten(-2).argmax(dim=-1)
+        _, frac = split_integer(landmarks, self.heatmap_size)
+        cell = self.decimal_class(frac)
+        hit = (didx % k == cell[..., 0]) & (didx // k == cell[..., 1])
+        centre = torch.stack((ix.float(), iy.float()), dim=-1) + 0.5
+        return {"decimal_hit": hit, "integer_centre": centre}
