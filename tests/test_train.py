@@ -9,7 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from hih_lightning.config import CONFIG_DIR, ConfigError
+from hih_lightning.config import CONFIG_DIR, ConfigError, validate_config
 from hih_lightning.module import NonFiniteLossError
 from hih_lightning.train import build, run
 
@@ -23,6 +23,8 @@ def test_every_experiment_composes_and_resolves(compose_cfg, experiment):
     assert resolved["model"]["codec"]["heatmap_size"] * 4 == resolved["model"]["net"]["input_size"]
     assert resolved["data"]["image_size"] == resolved["model"]["net"]["input_size"]
     assert resolved["model"]["net"]["num_landmarks"] == resolved["data"]["num_landmarks"]
+    for logger in ("csv", "wandb", "tensorboard"):  # every key is a parameter of its target
+        validate_config(compose_cfg(f"experiment={experiment}", f"logger={logger}", tiny=False))
 
 
 def test_fast_dev_run_fit_validate_test(compose_cfg):
@@ -64,6 +66,23 @@ def test_wrong_config_key_fails_at_start_naming_it(compose_cfg):
     cfg = compose_cfg("model.net.variant=hih_x")
     with pytest.raises(ConfigError, match="model"):
         build(cfg)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("+model.loss.decimal_wieght=1", "'model.loss.decimal_wieght': .*LandmarkLoss has no "
+                                     "parameter 'decimal_wieght'"),
+    ("+trainer.max_epoch=3", "'trainer.max_epoch': .*Trainer has no parameter"),
+    ("data.batch_size=abc", "'data.batch_size': 'abc' is not a valid value of type int"),
+    ("model.loss.decimal_weight=true", "'model.loss.decimal_weight': True .* type float"),
+    ("model.codec.soft_label=sharp", "'model.codec.soft_label': 'sharp' .* one of 'softmax'"),
+    ("data.crop_protocol=foo", "'data.crop_protocol': 'foo' .* one of 'gt_box'"),
+    ("model.net.head=vit", "'model.net.head': 'vit'"),
+    ("model.net._target_=hih_lightning.nope", "'model.net._target_': cannot import"),
+])
+def test_bad_value_or_key_fails_before_anything_is_built(compose_cfg, override, message):
+    cfg = compose_cfg(override)
+    with pytest.raises(ConfigError, match=message):
+        run(cfg)
 
 
 def test_nan_loss_stops_with_the_step_number(compose_cfg):

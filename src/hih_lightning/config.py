@@ -48,3 +48,124 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     if not Path(value).is_file():
         raise ConfigError(f"ckpt_path={value!r}: no such checkpoint file")
     return str(value)
+
+
+# -- validation -----------------------------------------------------------------------------
+# The constructors' signatures and type hints ARE the schema: every `_target_` node is checked
+# against them before anything is built, so a misspelt `+key=` or a wrong value fails at start
+# with the full key, not when the object happens to be built (or, for a DataModule, mid-run).
+_VALIDATED_ROOTS = ("data", "model", "trainer", "callbacks", "logger")
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` naming the first unknown key or ill-typed value."""
+    for root in _VALIDATED_ROOTS:
+        node = cfg.get(root)
+        if isinstance(node, DictConfig):
+            _validate_node(node, root)
+
+
+def _validate_node(node: DictConfig, path: str) -> None:
+    if "_target_" in node:
+        _validate_target(node, path)
+    for key in node:
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_none():
+            _validate_node(child, f"{path}.{key}")
+
+
+def _validate_target(node: DictConfig, path: str) -> None:
+    from hydra.utils import get_object
+
+    target = node["_target_"]
+    try:
+        obj = get_object(target)
+    except Exception as err:  # noqa: BLE001 - hydra raises several types here
+        raise ConfigError(f"config key '{path}._target_': cannot import {target!r}: {err}") from err
+    params, open_kwargs, hints = _signature(obj)
+    for key in node:
+        if str(key).startswith("_"):
+            continue
+        full = f"{path}.{key}"
+        if key not in params:
+            if open_kwargs:
+                continue
+            valid = ", ".join(sorted(params))
+            raise ConfigError(f"config key '{full}': {target} has no parameter {key!r} "
+                              f"(valid: {valid})")
+        if key in hints:
+            try:
+                value = OmegaConf.to_object(node[key]) if OmegaConf.is_config(node[key]) \
+                    else node[key]
+            except Exception:  # noqa: BLE001 - unresolvable here (e.g. ${hydra:...}); skip
+                continue
+            if not _matches(value, hints[key]):
+                raise ConfigError(f"config key '{full}': {value!r} is not a valid "
+                                  f"{_describe(hints[key])} for {target}")
+
+
+def _signature(obj: Any) -> tuple[set[str], bool, dict[str, Any]]:
+    """Accepted keyword names, whether arbitrary ones pass, and type hints of our own code.
+
+    A class of this package whose ``__init__`` takes ``**kwargs`` forwards them to its base,
+    so the base's parameters are accepted too; a function of ours names where its ``**kwargs``
+    go in ``forwards_kwargs_to``; third-party ``**kwargs`` accept anything.
+    """
+    import inspect
+    import typing
+
+    params: set[str] = set()
+    hints: dict[str, Any] = {}
+    chain = [c for c in getattr(obj, "__mro__", ()) if "__init__" in vars(c)] or [obj]
+    if hasattr(obj, "forwards_kwargs_to"):
+        chain.append(obj.forwards_kwargs_to)
+    for owner in chain:
+        func = owner.__init__ if isinstance(owner, type) else owner
+        try:
+            sig = inspect.signature(func)
+        except (TypeError, ValueError):
+            return params, True, hints
+        ours = getattr(owner, "__module__", "").startswith("hih_lightning")
+        if ours:
+            try:
+                hints = {**typing.get_type_hints(func), **hints}
+            except Exception:  # noqa: BLE001 - unresolvable hints: check names only
+                pass
+        params |= {n for n, p in sig.parameters.items()
+                   if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n != "self"}
+        if not any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+            return params, False, hints
+        if not ours:
+            return params, True, hints
+    return params, True, hints
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """isinstance for the hint shapes our constructors use; anything else passes."""
+    import types
+    import typing
+
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, h) for h in typing.get_args(hint))
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint in (str, bool):
+        return isinstance(value, hint)
+    return True  # containers, modules, callables: checked by the constructor itself
+
+
+def _describe(hint: Any) -> str:
+    import typing
+
+    if typing.get_origin(hint) is typing.Literal:
+        return "value, one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    return f"value of type {getattr(hint, '__name__', hint)}"

@@ -12,6 +12,8 @@ Scaling conventions (they fix what the loss weights mean):
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 import torch.nn.functional as F
 
@@ -19,7 +21,8 @@ from hih_lightning.codecs.heatmap import SoftArgmaxCodec
 from hih_lightning.codecs.offset import read_offset_maps
 from hih_lightning.models.output import NetOutput
 
-_DECIMAL_MODES = ("csc", "mse", "none")
+DecimalLoss = Literal["csc", "mse", "none"]
+_DECIMAL_MODES = get_args(DecimalLoss)
 
 
 def _weighted_mean(elementwise: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
@@ -108,7 +111,7 @@ class LandmarkLoss:
     Returns {"loss": total, <term>: unweighted value, ...}.
     """
 
-    def __init__(self, heatmap_weight: float = 1.0, decimal: str = "csc",
+    def __init__(self, heatmap_weight: float = 1.0, decimal: DecimalLoss = "csc",
                  decimal_weight: float = 0.05, offset_weight: float = 1.0,
                  integral_weight: float = 0.0,
                  integral_codec: SoftArgmaxCodec | None = None) -> None:

@@ -9,14 +9,15 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from hih_lightning.config import CONFIG_DIR, instantiate_node, resolve_ckpt_path
+from hih_lightning.config import CONFIG_DIR, instantiate_node, resolve_ckpt_path, validate_config
 from hih_lightning.reporting import write_run_report
 
 log = logging.getLogger(__name__)
 
 
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
-    """Instantiate everything before any work starts, so a bad key fails at once."""
+    """Validate, then instantiate everything before any work starts: a bad key fails at once."""
+    validate_config(cfg)
     datamodule = instantiate_node(cfg, "data")
     model = instantiate_node(cfg, "model")
     callbacks = [instantiate_node(cfg, f"callbacks.{name}")

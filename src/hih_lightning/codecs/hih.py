@@ -21,6 +21,7 @@ exact, so only the cut applies). Half-way cases of round() round up (floor(f*k +
 from __future__ import annotations
 
 import math
+from typing import Literal, get_args
 
 import torch
 
@@ -28,7 +29,8 @@ from hih_lightning.codecs.base import Codec, Decoded
 from hih_lightning.codecs.gaussian import flat_argmax, render_gaussians, split_integer
 from hih_lightning.models.output import NetOutput
 
-_SOFT_LABELS = ("softmax", "gaussian")
+SoftLabel = Literal["softmax", "gaussian"]
+_SOFT_LABELS = get_args(SoftLabel)
 
 
 def published_window(centre: torch.Tensor, sigma: float
@@ -66,7 +68,7 @@ class HIHCodec(Codec):
     """
 
     def __init__(self, heatmap_size: int = 64, decimal_size: int = 8, sigma: float = 1.5,
-                 decimal_sigma: float = 1.0, soft_label: str = "softmax",
+                 decimal_sigma: float = 1.0, soft_label: SoftLabel = "softmax",
                  published_compat: bool = False) -> None:
         if soft_label not in _SOFT_LABELS:
             raise ValueError(f"soft_label must be one of {_SOFT_LABELS}, got {soft_label!r}")

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from hih_lightning.data.metainfo import DatasetMeta, get_meta
 from hih_lightning.data.records import FaceRecord
 from hih_lightning.data.sampling import EpochKeySampler, split_key
-from hih_lightning.data.transforms import AugmentConfig, FaceTransform
+from hih_lightning.data.transforms import AugmentConfig, CropProtocol, FaceTransform
 
 
 class FaceSource(Protocol):
@@ -97,7 +97,7 @@ class FaceDataModule(L.LightningDataModule):
 
     def __init__(self, dataset: str, num_landmarks: int, image_size: int = 256,
                  batch_size: int = 16, eval_batch_size: int | None = None,
-                 num_workers: int = 4, seed: int = 0, crop_protocol: str = "gt_box",
+                 num_workers: int = 4, seed: int = 0, crop_protocol: CropProtocol = "gt_box",
                  augment: dict[str, Any] | None = None, pin_memory: bool = False) -> None:
         super().__init__()
         self.meta = get_meta(dataset)

@@ -22,20 +22,22 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Literal, get_args
 
 import cv2
 import numpy as np
 
 from hih_lightning.data.records import FaceRecord
 
-CROP_PROTOCOLS = ("gt_box", "dataset_box", "center_scale")
+CropProtocol = Literal["gt_box", "dataset_box", "center_scale"]
+CROP_PROTOCOLS = get_args(CropProtocol)
 # gt_box: the published HIH / PFLD protocol. dataset_box: the PIPNet practice (detector rect).
 # center_scale: HRNet's CSVs store side = scale * 200; HRNet's loader enlarges it by 1.25.
 DEFAULT_FACTORS = {"gt_box": 1.2, "dataset_box": 1.2, "center_scale": 1.25}
 
 __all__ = [
     "CROP_PROTOCOLS",
+    "CropProtocol",
     "DEFAULT_FACTORS",
     "AugmentConfig",
     "AugmentParams",
@@ -53,7 +55,7 @@ __all__ = [
 
 
 # -- crop protocol ----------------------------------------------------------------------------
-def crop_box(record_or_landmarks: FaceRecord | np.ndarray, protocol: str = "gt_box", *,
+def crop_box(record_or_landmarks: FaceRecord | np.ndarray, protocol: CropProtocol = "gt_box", *,
              box: np.ndarray | Sequence[float] | None = None,
              center: np.ndarray | Sequence[float] | None = None,
              scale: float | None = None, factor: float | None = None,
@@ -281,7 +283,7 @@ class FaceTransform:
         factor: box enlargement; ``None`` = the protocol's default (:data:`DEFAULT_FACTORS`).
     """
 
-    def __init__(self, protocol: str = "gt_box", out_size: int = 256,
+    def __init__(self, protocol: CropProtocol = "gt_box", out_size: int = 256,
                  augment: AugmentConfig | Mapping[str, Any] | None = None,
                  flip_map: Sequence[int] | None = None,
                  factor: float | None = None) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
@@ -11,7 +11,8 @@ from hih_lightning.models.heads import DecimalHead, FCOffsetHead, OffsetMapHead
 from hih_lightning.models.hourglass import Residual, Stack, Stem
 from hih_lightning.models.output import NetOutput
 
-HEADS = ("hih", "fc", "offset_map", "none")
+Head = Literal["hih", "fc", "offset_map", "none"]
+HEADS = get_args(Head)
 
 
 class HIHNet(nn.Module):
@@ -23,7 +24,7 @@ class HIHNet(nn.Module):
 
     def __init__(self, num_stacks: int = 4, num_landmarks: int = 98, decimal_size: int = 8,
                  channels: int = 256, depth: int = 4, decimal_channels: int = 384,
-                 input_size: int = 256, head: str = "hih") -> None:
+                 input_size: int = 256, head: Head = "hih") -> None:
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"unknown head {head!r}; choose one of {HEADS}")
@@ -85,6 +86,9 @@ def build_model(variant: str, num_landmarks: int = 98, decimal_size: int = 8,
         raise ValueError(f"unknown variant {variant!r}; known: {sorted(VARIANTS)}")
     kwargs = {**VARIANTS[variant], **overrides}
     return HIHNet(num_landmarks=num_landmarks, decimal_size=decimal_size, **kwargs)
+
+
+build_model.forwards_kwargs_to = HIHNet  # config validation checks overrides against HIHNet
 
 
 def parameter_counts(model: nn.Module) -> dict[str, int]:
