@@ -7,7 +7,8 @@ TORCH_SPEC ?= torch==2.13.0
 DATA_DIR ?=
 SEEDS ?= 0,1,2
 
-.PHONY: install main test test-fast lint bench reproduce-wflw reproduce-300w reproduce-cofw
+.PHONY: install main test test-fast lint bench reproduce-wflw reproduce-300w reproduce-cofw \
+	ablations report
 
 install: $(VENV)/.installed
 
@@ -45,7 +46,7 @@ VARIANT ?= b
 GLOBAL_BATCH ?= 16
 # more hih-train overrides, e.g. EXTRA="data.num_workers=16 data.cache_dir=/fast/cache"
 EXTRA ?=
-REPRO_STAMP := $(shell date +%Y-%m-%d_%H-%M-%S)
+RUN_STAMP := $(shell date +%Y-%m-%d_%H-%M-%S)
 WFLW_LAYOUT := WFLW_annotations/list_98pt_rect_attr_train_test/list_98pt_rect_attr_train.txt \
 	WFLW_annotations/list_98pt_rect_attr_train_test/list_98pt_rect_attr_test.txt WFLW_images
 300W_LAYOUT := afw helen/trainset lfpw/trainset helen/testset lfpw/testset ibug
@@ -56,7 +57,7 @@ define reproduce
 	@test -n "$(DATA_DIR)" || { echo "reproduce-$(1): DATA_DIR=<folder holding $(2)/> is required" >&2; exit 2; }
 	@for f in $(3); do test -e "$(DATA_DIR)/$(2)/$$f" || { echo "$(2): expected $(DATA_DIR)/$(2)/$$f (set DATA_DIR=<folder holding $(2)/>; layout: conf/data/$(1).yaml)" >&2; exit 2; }; done
 	$(MAKE) install
-	@set -e; run=logs/reproduce/$(1)_hih_$(VARIANT)/$(REPRO_STAMP); \
+	@set -e; run=logs/reproduce/$(1)_hih_$(VARIANT)/$(RUN_STAMP); \
 	gpus=$$($(BIN)/python -c "import torch; print(max(torch.cuda.device_count(), 1))"); \
 	batch=$$(( $(GLOBAL_BATCH) / gpus )); test $$batch -ge 1; \
 	cmd="$(BIN)/hih-train experiment=$(1)_hih_$(VARIANT) trainer=ddp paths.data_dir=$(DATA_DIR) data.batch_size=$$batch hydra.run.dir=$$run $(EXTRA)"; \
@@ -80,3 +81,35 @@ reproduce-300w:
 
 reproduce-cofw:
 	$(call reproduce,cofw,COFW,$(COFW_LAYOUT))
+
+# -- Ablations: Hydra multirun sweeps over one factor, conf/ablation/<name>.yaml --------------
+#   make ablation-decimal_size                 k = 4/8/16 x SEEDS on the synthetic faces
+#   make ablation-codec LAUNCHER=joblib EXTRA="hydra.launcher.n_jobs=2"   jobs in parallel
+#   make ablation-stacks LAUNCHER=slurm EXTRA="experiment=wflw_hih_t trainer=gpu paths.data_dir=/data"
+#   make ablations                             every sweep, one after the other
+# Each sweep writes logs/ablations/<name>/<stamp>/<job>/ and then its report (hih-report):
+# report.md / report.csv / report.png, mean +- std over the seeds for each factor value.
+# Default budget (conf/experiment/synthetic_ablation.yaml): ~2 min per job on 2 CPU cores.
+# LAUNCHER: basic (one job after another), joblib (local processes), slurm (submitit).
+ABLATIONS := decimal_size soft_label decimal_loss heatmap_sigma codec stacks
+ABLATION_TARGETS := $(addprefix ablation-,$(ABLATIONS))
+LAUNCHER ?= basic
+# joblib runs each job in a loky worker process, where DataLoader worker processes fail to
+# start ("'Process' object has no attribute 'env'"): such jobs load in their own process.
+LAUNCHER_EXTRA := $(if $(filter joblib,$(LAUNCHER)),data.num_workers=0)
+.PHONY: $(ABLATION_TARGETS)
+
+$(ABLATION_TARGETS): ablation-%: install
+	@set -e; dir=logs/ablations/$*/$(RUN_STAMP); \
+	cmd="$(BIN)/hih-train -m ablation=$* seed=$(SEEDS) hydra/launcher=$(LAUNCHER) hydra.sweep.dir=$$dir $(LAUNCHER_EXTRA) $(EXTRA)"; \
+	echo "$$cmd"; $$cmd; \
+	$(BIN)/hih-report $$dir
+
+ablations: $(ABLATION_TARGETS)
+
+# Re-collect a sweep (e.g. after more seeds or a partial run): make report SWEEP=logs/ablations/codec/<stamp>
+# (default: the newest sweep under logs/ablations/)
+SWEEP ?= $(shell ls -td logs/ablations/*/*/ 2>/dev/null | head -1)
+report: install
+	@test -n "$(SWEEP)" || { echo "report: no sweep under logs/ablations/; set SWEEP=<multirun dir>" >&2; exit 2; }
+	$(BIN)/hih-report $(SWEEP)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -24,34 +25,44 @@ def results_rows(results: dict[str, float], meta: DatasetMeta) -> list[tuple[str
     return rows
 
 
-def results_table(results: dict[str, float], meta: DatasetMeta, variant: str | None = None
-                  ) -> str:
-    """Markdown table of NME / FR / AUC (inter-ocular, and inter-pupil where defined), with
-    the paper's NME for the same rows when it published one."""
+def results_grid(results: dict[str, float], meta: DatasetMeta, variant: str | None = None
+                 ) -> tuple[list[str], list[list[Any]]]:
+    """Header and rows of the test report: NME / FR in %, AUC as a fraction (inter-ocular, and
+    inter-pupil where defined), then the paper's NME for the same row; None = not measured.
+    One grid for the markdown table and the W&B table, so they cannot disagree."""
     has_ip = any(k.endswith("nme_ip") for k in results)
     header = ["subset", "NME (%)", "FR@0.1 (%)", "AUC@0.1"]
     if has_ip:
         header += ["NME-IP (%)", "FR-IP (%)"]
     header += ["paper NME (%)"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-
-    def cell(key: str, scale: float = 100.0, digits: int = 2) -> str:
-        value = results.get(key)
-        return "-" if value is None else f"{value * scale:.{digits}f}"
-
+    keys = ["nme", "fr", "auc"] + (["nme_ip", "fr_ip"] if has_ip else [])
+    rows = []
     for name, prefix in results_rows(results, meta):
-        row = [name, cell(prefix + "nme"), cell(prefix + "fr"), cell(prefix + "auc", 1.0, 4)]
-        if has_ip:
-            row += [cell(prefix + "nme_ip"), cell(prefix + "fr_ip")]
-        paper, _ = published_row(meta.name, variant or "", name)
-        row.append("-" if paper is None else f"{paper:.2f}")
-        lines.append("| " + " | ".join(row) + " |")
+        values = [results.get(prefix + key) for key in keys]
+        row = [name] + [None if v is None else v * (1.0 if key == "auc" else 100.0)
+                        for key, v in zip(keys, values, strict=True)]
+        row.append(published_row(meta.name, variant or "", name)[0])
+        rows.append(row)
+    return header, rows
+
+
+def results_table(results: dict[str, float], meta: DatasetMeta, variant: str | None = None
+                  ) -> str:
+    """Markdown table of :func:`results_grid` ("-" where not measured or not published)."""
+    header, rows = results_grid(results, meta, variant)
+    digits = [4 if title.startswith("AUC") else 2 for title in header]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row[0]] + ["-" if v is None else f"{v:.{d}f}"
+                            for v, d in zip(row[1:], digits[1:], strict=True)]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def write_run_report(model: Any, datamodule: Any, trainer: Any, out_dir: Path,
                      cfg: Any | None = None) -> dict[str, Path]:
-    """Write metrics.{md,json}, ced.png and predictions.png into ``out_dir``; print the table."""
+    """Write metrics.{md,json}, ced.png and predictions.png into ``out_dir``; print the table;
+    show the same on the W&B dashboard when the trainer has a WandbLogger."""
     out_dir.mkdir(parents=True, exist_ok=True)
     results = dict(getattr(model, "test_results", {}))
     variant = None
@@ -70,6 +81,8 @@ def write_run_report(model: Any, datamodule: Any, trainer: Any, out_dir: Path,
     grid = _prediction_grid(model, datamodule, out_dir / "predictions.png")
     if grid is not None:
         paths["predictions"] = grid
+    log_report_to_wandb(getattr(trainer, "loggers", []),
+                        results_grid(results, model.meta, variant), errors, paths)
     log.info("run report written to %s", out_dir)
     return paths
 
@@ -90,3 +103,57 @@ def _prediction_grid(model: Any, datamodule: Any, path: Path, count: int = 8) ->
     crops = images.permute(0, 2, 3, 1).cpu().numpy().astype(np.uint8)
     targets = np.stack([s["landmarks"].numpy() for s in samples])
     return plot_landmark_grid(crops, preds, targets, path)
+
+
+# -- W&B dashboard ----------------------------------------------------------------------------
+# Summaries a run table should show: the best validation epoch, not the last one. Keys that
+# are not logged (e.g. val/decimal_acc without a decimal head) simply never appear.
+WANDB_SUMMARIES: dict[str, str] = {
+    "val/nme": "min", "val/fr": "min", "val/auc": "max", "val/nme_integer": "min",
+    "val/decimal_acc": "max", "test/nme": "min", "test/fr": "min", "test/auc": "max",
+}
+
+
+def _wandb_loggers(loggers: Iterable[Any]) -> list[Any]:
+    from lightning.pytorch.loggers import WandbLogger
+
+    return [logger for logger in loggers if isinstance(logger, WandbLogger)]
+
+
+def define_wandb_summaries(loggers: Iterable[Any]) -> None:
+    """Give the W&B run min/max summaries of the NME/FR/AUC keys.
+
+    wandb builds a summary from the rows logged after ``define_metric``, so this must run
+    before training logs anything; the x-axis stays Lightning's ``trainer/global_step``.
+    """
+    for logger in _wandb_loggers(loggers):
+        run = logger.experiment  # creates the run; a no-op stand-in on non-zero ranks
+        for key, summary in WANDB_SUMMARIES.items():
+            run.define_metric(key, step_metric="trainer/global_step", summary=summary)
+
+
+def log_report_to_wandb(loggers: Iterable[Any], grid: tuple[list[str], list[list[Any]]],
+                        errors: np.ndarray | None, paths: dict[str, Path]) -> None:
+    """The run report on the W&B dashboard: per-subset table (``test/subsets``), cumulative
+    error curve (``test/ced``, a line plot of the same curve as ced.png) and the prediction
+    grid (``test/predictions``)."""
+    wandb_loggers = _wandb_loggers(loggers)
+    if not wandb_loggers:
+        return
+    import wandb
+
+    from hih_lightning.metrics import ced_curve
+
+    header, rows = grid
+    for logger in wandb_loggers:
+        logger.log_table(key="test/subsets", columns=header, data=rows)
+        if errors is not None and len(errors):
+            thresholds, fractions = ced_curve(torch.as_tensor(errors), steps=201)
+            curve = wandb.Table(columns=["NME (%)", "images (%)"],
+                                data=[[t * 100, f * 100] for t, f in
+                                      zip(thresholds.tolist(), fractions.tolist(), strict=True)])
+            logger.experiment.log({"test/ced": wandb.plot.line(
+                curve, "NME (%)", "images (%)", title="Cumulative error distribution")})
+        if "predictions" in paths:
+            logger.log_image(key="test/predictions", images=[str(paths["predictions"])],
+                             caption=["ground truth (green) vs prediction (red)"])

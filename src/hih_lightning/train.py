@@ -10,7 +10,7 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from hih_lightning.config import CONFIG_DIR, instantiate_node, resolve_ckpt_path, validate_config
-from hih_lightning.reporting import write_run_report
+from hih_lightning.reporting import define_wandb_summaries, write_run_report
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     trainer = instantiate_node(cfg, "trainer", callbacks=callbacks, logger=loggers or False)
     for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    define_wandb_summaries(trainer.loggers)
     return datamodule, model, trainer
 
 
@@ -38,31 +39,36 @@ def scalar_metrics(trainer: L.Trainer) -> dict[str, float]:
 def run(cfg: DictConfig) -> dict[str, float]:
     """Train and/or test as the config says; returns the final metrics."""
     L.seed_everything(cfg.seed, workers=True)
-    datamodule, model, trainer = build(cfg)
-    ckpt_path = resolve_ckpt_path(cfg)
-    if cfg.get("train", True):
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    metrics = scalar_metrics(trainer)
-    if cfg.get("test", True):
-        best = None
-        if trainer.checkpoint_callback is not None and not trainer.fast_dev_run:
-            best = trainer.checkpoint_callback.best_model_path or None
-        trainer.test(model, datamodule=datamodule, ckpt_path=best)
-        metrics.update(scalar_metrics(trainer))
-        if trainer.is_global_zero:
-            write_run_report(model, datamodule, trainer, Path(cfg.paths.output_dir), cfg)
-    _finish_wandb()
+    failed = True
+    try:
+        datamodule, model, trainer = build(cfg)
+        ckpt_path = resolve_ckpt_path(cfg)
+        if cfg.get("train", True):
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        metrics = scalar_metrics(trainer)
+        if cfg.get("test", True):
+            best = None
+            if trainer.checkpoint_callback is not None and not trainer.fast_dev_run:
+                best = trainer.checkpoint_callback.best_model_path or None
+            trainer.test(model, datamodule=datamodule, ckpt_path=best)
+            metrics.update(scalar_metrics(trainer))
+            if trainer.is_global_zero:
+                write_run_report(model, datamodule, trainer, Path(cfg.paths.output_dir), cfg)
+        failed = False
+    finally:
+        _finish_wandb(exit_code=int(failed))
     return metrics
 
 
-def _finish_wandb() -> None:
-    """Close the W&B run so the next multirun job starts a fresh one."""
+def _finish_wandb(exit_code: int = 0) -> None:
+    """Close the W&B run so the next multirun job starts a fresh one (also after a failure,
+    marking the run failed, so a crashed job's run is not continued by the next job)."""
     try:
         import wandb
     except ImportError:
         return
     if wandb.run is not None:
-        wandb.finish()
+        wandb.finish(exit_code=exit_code)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
