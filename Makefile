@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 DATA_DIR ?=
 SEEDS ?= 0,1,2
 
-.PHONY: install main test test-fast lint bench reproduce-wflw reproduce-300w reproduce-cofw \
+.PHONY: install main test test-fast lint bench quant reproduce-wflw reproduce-300w reproduce-cofw \
 	ablations report
 
 install: $(VENV)/.installed
@@ -34,6 +34,10 @@ lint: install
 
 bench: install
 	$(BIN)/python benchmarks/bench_codecs.py
+
+# Quantization NME of every decoder on the real annotation files (../shared/data), no network
+quant: install
+	$(BIN)/hih-quant paths.output_dir=experiments/quantization
 
 # -- Reproduce the paper on an official benchmark --------------------------------------------
 #   make reproduce-wflw DATA_DIR=/data   (/data holds WFLW/, 300W/, COFW/ as downloaded)

@@ -26,3 +26,8 @@ def published_row(dataset: str, variant: str, row: str) -> tuple[float | None, f
     nme = PUBLISHED_NME.get(dataset, {}).get(variant, {}).get(row)
     fr = PUBLISHED_FR.get(dataset, {}).get(variant, {}).get(row)
     return nme, fr
+
+# The paper's Fig. 4 (HIH_SPEC section 1): inter-ocular NME (%) that quantization alone costs
+# (64x64 heatmaps from 256x256 crops, argmax), beside the best NME published at the time.
+FIG4_QUANTIZATION_NME: dict[str, float] = {"wflw": 1.29, "300w": 1.11, "cofw": 0.86}
+FIG4_BEST_NME: dict[str, float] = {"wflw": 4.14, "300w": 2.93, "cofw": 3.32}

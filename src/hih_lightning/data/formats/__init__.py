@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..records import FaceRecord
+from .boxes import read_xywh_boxes
 from .coco import read_coco_keypoints
 from .cofw import read_cofw_507_mat, read_cofw_mat
 from .errors import AnnotationError
@@ -60,4 +61,5 @@ __all__ = [
     "read_pts",
     "read_wflw_list",
     "read_wflw_subset_union",
+    "read_xywh_boxes",
 ]
