@@ -39,7 +39,7 @@ class DecimalTrunk(nn.Module):
         if num_blocks < 0 or size != decimal_size:
             raise ValueError(f"decimal_size={decimal_size} cannot be reached from a "
                              f"{heatmap_size}x{heatmap_size} heatmap (powers of two, "
-                             f"4 <= k <= heatmap_size / 2)")
+                             f"k <= heatmap_size / 4)")
         self.widen = ConvBN(in_ch, channels, 1)
         self.blocks = nn.Sequential(*(DownBlock(channels) for _ in range(num_blocks)))
 
