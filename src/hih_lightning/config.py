@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -111,9 +114,6 @@ def _signature(obj: Any) -> tuple[set[str], bool, dict[str, Any]]:
     so the base's parameters are accepted too; a function of ours names where its ``**kwargs``
     go in ``forwards_kwargs_to``; third-party ``**kwargs`` accept anything.
     """
-    import inspect
-    import typing
-
     params: set[str] = set()
     hints: dict[str, Any] = {}
     chain = [c for c in getattr(obj, "__mro__", ()) if "__init__" in vars(c)] or [obj]
@@ -142,9 +142,6 @@ def _signature(obj: Any) -> tuple[set[str], bool, dict[str, Any]]:
 
 def _matches(value: Any, hint: Any) -> bool:
     """isinstance for the hint shapes our constructors use; anything else passes."""
-    import types
-    import typing
-
     origin = typing.get_origin(hint)
     if hint is Any:
         return True
@@ -164,8 +161,6 @@ def _matches(value: Any, hint: Any) -> bool:
 
 
 def _describe(hint: Any) -> str:
-    import typing
-
     if typing.get_origin(hint) is typing.Literal:
         return "value, one of " + ", ".join(repr(a) for a in typing.get_args(hint))
     return f"value of type {getattr(hint, '__name__', hint)}"
