@@ -114,6 +114,8 @@ def test_report_means_and_stds_over_seeds_per_factor_value(tmp_path):
         value = nme.get((codec, seed))
         metrics = None if value is None else {"test/nme": value, "test/fr": value * 2,
                                                "test/auc": 1 - value * 5}
+        if metrics is not None and codec == "hih":  # only HIH has the decimal-head columns
+            metrics |= {"test/nme_integer": value + 0.01, "test/decimal_acc": 0.02 + 0.01 * seed}
         _make_job(tmp_path / str(num), [f"model/codec={codec}", f"seed={seed}", "ablation=codec"],
                   metrics, params)
     paths = write_report(tmp_path)
@@ -126,6 +128,10 @@ def test_report_means_and_stds_over_seeds_per_factor_value(tmp_path):
         assert float(rows[codec]["test/fr_mean"]) == pytest.approx(2 * statistics.fmean(values))
     table = paths["markdown"].read_text()
     assert "| hih | 2 | 4.56 ± 0.20 |" in table  # mean 4.56 %, sample std 0.198 %
+    # decimal acc of seeds 0 and 1: 2 % and 3 % -> 2.50 ± 0.71; argmax has no decimal head
+    assert table.splitlines()[-1].endswith("| 5.56 ± 0.20 | 2.50 ± 0.71 |")
+    assert "| - | - |" in next(line for line in table.splitlines() if line.startswith("| argmax"))
+    assert float(rows["hih"]["test/decimal_acc_mean"]) == pytest.approx(0.025)
     assert "1 unfinished (5)" in table
     assert paths["png"].stat().st_size > 0
 

@@ -32,8 +32,10 @@ def test_fast_dev_run_fit_validate_test(compose_cfg):
     metrics = run(cfg)
     assert {"test/nme", "test/fr", "test/auc", "test/pose/nme"} <= set(metrics)
     assert 0 < metrics["test/nme"] < 10
-    # HIH's validation also scores the decimal head (accuracy) and the integer-only decode
-    assert 0 <= metrics["val/decimal_acc"] <= 1 and metrics["val/nme_integer"] > 0
+    # HIH's validation and test also score the decimal head (accuracy) and the integer-only
+    # decode; the test values reach the run report that hih-report reads
+    for stage in ("val", "test"):
+        assert 0 <= metrics[f"{stage}/decimal_acc"] <= 1 and metrics[f"{stage}/nme_integer"] > 0
 
 
 @pytest.mark.parametrize("codec", ["argmax", "quarter", "dark", "soft_argmax", "hih_mse",
@@ -44,6 +46,7 @@ def test_baselines_train_one_step(compose_cfg, codec):
     assert metrics["test/nme"] > 0
     # only the codecs with a decimal head (HIH's) score it
     assert ("val/decimal_acc" in metrics) == (codec == "hih_mse")
+    assert ("test/nme_integer" in metrics) == (codec == "hih_mse")
 
 
 def test_run_writes_report_files(compose_cfg, tmp_path):

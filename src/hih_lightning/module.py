@@ -61,11 +61,14 @@ class HIHLitModule(L.LightningModule):
         self.register_buffer("flip_index", torch.tensor(self.meta.flip_map), persistent=False)
         self.val_metrics = LandmarkMetrics(self.meta)
         self.test_metrics = LandmarkMetrics(self.meta)
-        # HIH only: validation also scores the decimal head against a constant guess
+        # HIH only: validation and test also score the integer heatmap alone and the decimal
+        # head's cell accuracy, which tell whether the decimal head has learned anything
         self.has_diagnostics = hasattr(codec, "diagnostics")
         if self.has_diagnostics:
-            self.val_integer_nme = NME(norm_indices=self.meta.inter_ocular)
-            self.val_decimal_acc = MeanMetric()
+            self.diag_metrics = nn.ModuleDict({
+                stage: nn.ModuleDict({"nme_integer": NME(norm_indices=self.meta.inter_ocular),
+                                      "decimal_acc": MeanMetric()})
+                for stage in ("val", "test")})
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.forward_net = torch.compile(self.net) if compile else self.net
@@ -129,17 +132,24 @@ class HIHLitModule(L.LightningModule):
         preds = crop_to_image(self.predict_crop(batch["image"], output), batch["matrix"])
         metrics.update(preds, batch["landmarks_image"].double(), batch.get("attributes"))
 
+    def _diagnose(self, batch: dict[str, torch.Tensor], output: NetOutput, stage: str) -> None:
+        if not self.has_diagnostics:
+            return
+        diag = self.codec.diagnostics(output, batch["landmarks"] / self.stride)
+        centre = crop_to_image(diag["integer_centre"] * self.stride, batch["matrix"])
+        metrics = self.diag_metrics[stage]
+        metrics["nme_integer"].update(centre, batch["landmarks_image"].double())
+        metrics["decimal_acc"].update(diag["decimal_hit"].float())
+
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         output = self(batch["image"])
         self._evaluate(batch, self.val_metrics, output)
-        if self.has_diagnostics:
-            diag = self.codec.diagnostics(output, batch["landmarks"] / self.stride)
-            centre = crop_to_image(diag["integer_centre"] * self.stride, batch["matrix"])
-            self.val_integer_nme.update(centre, batch["landmarks_image"].double())
-            self.val_decimal_acc.update(diag["decimal_hit"].float())
+        self._diagnose(batch, output, "val")
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, self.test_metrics)
+        output = self(batch["image"])
+        self._evaluate(batch, self.test_metrics, output)
+        self._diagnose(batch, output, "test")
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         """Landmarks in original-image pixels, (B, N, 2)."""
@@ -148,17 +158,16 @@ class HIHLitModule(L.LightningModule):
     def _log_metrics(self, metrics: LandmarkMetrics, stage: str) -> dict[str, float]:
         values = {f"{stage}/{k}": float(v) for k, v in metrics.compute().items()
                   if not math.isnan(float(v))}
+        if self.has_diagnostics:
+            for name, metric in self.diag_metrics[stage].items():
+                values[f"{stage}/{name}"] = float(metric.compute())
+                metric.reset()
         self.log_dict(values, sync_dist=False)  # already reduced across processes
         return values
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics(self.val_metrics, "val")
         self.val_metrics.reset()
-        if self.has_diagnostics:
-            self.log_dict({"val/nme_integer": self.val_integer_nme.compute(),
-                           "val/decimal_acc": self.val_decimal_acc.compute()})
-            self.val_integer_nme.reset()
-            self.val_decimal_acc.reset()
 
     def on_test_epoch_end(self) -> None:
         self.test_results = self._log_metrics(self.test_metrics, "test")

@@ -33,6 +33,10 @@ METRICS: tuple[tuple[str, str, float], ...] = (
     ("test/nme", "NME (%)", 100.0),
     ("test/fr", "FR@0.1 (%)", 100.0),
     ("test/auc", "AUC@0.1", 1.0),
+    # HIH codecs only ('-' elsewhere): the integer heatmap decoded alone, and how often the
+    # decimal head picks the right k x k cell (chance is 1/k^2)
+    ("test/nme_integer", "integer-only NME (%)", 100.0),
+    ("test/decimal_acc", "decimal acc (%)", 100.0),
 )
 SEED_KEY = "seed"
 
@@ -263,6 +267,8 @@ def write_report(sweep_dir: Path, out_dir: Path | None = None,
     write_csv(rows, factors, paths["csv"])
     series = {}
     for key, name, scale in METRICS:
+        if not any(key in row.stats for row in rows):
+            continue  # e.g. the decimal-head columns of a sweep without a decimal head
         stats = [row.stats.get(key, (math.nan, math.nan)) for row in rows]
         series[name] = ([mean * scale for mean, _ in stats],
                         [0.0 if math.isnan(std) else std * scale for _, std in stats])
