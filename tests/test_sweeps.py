@@ -249,3 +249,28 @@ def test_wandb_multirun_starts_a_fresh_run_per_job_and_is_reportable(tmp_path, w
             path.unlink()
     (row,) = _csv_rows(write_report(sweep)["csv"])
     assert float(row["test/nme_mean"]) == pytest.approx(expected, rel=1e-6)
+
+
+def test_report_merges_sweeps_and_fills_unswept_factors_from_the_config(tmp_path):
+    """The decimal-loss sweep's other heads beside the codec sweep's HIH jobs: one table, the
+    HIH rows' offset weight taken from their resolved config instead of '-'."""
+    codec_dir, loss_dir = tmp_path / "codec", tmp_path / "decimal_loss"
+    for seed in range(2):
+        job = _make_job(codec_dir / str(seed), ["model/codec=hih", f"seed={seed}",
+                                                "ablation=codec"],
+                        {"test/nme": 0.05 + 0.01 * seed}, {"model/codec": "hih", "seed": "0,1"})
+        (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(
+            {"experiment_name": "synthetic_ablation_64", "ablation": {"name": "codec"},
+             "model": {"loss": {"offset_weight": 1.0}}}))
+        _make_job(loss_dir / str(seed), ["model/codec=fc_offset", f"seed={seed}",
+                                         "model.loss.offset_weight=0.02", "ablation=decimal_loss"],
+                  {"test/nme": 0.08}, {"model/codec": "fc_offset", "seed": "0,1"},
+                  ablation="decimal_loss")
+    paths = write_report([loss_dir, codec_dir], out_dir=tmp_path / "out")
+    rows = _csv_rows(paths["csv"])
+    assert [(r["model/codec"], r["model.loss.offset_weight"]) for r in rows] == [
+        ("fc_offset", "0.02"), ("hih", "1.0")]  # 'ablation' differs but is not a factor
+    assert float(rows[1]["test/nme_mean"]) == pytest.approx(0.055)
+    assert "# Ablation: decimal_loss + codec" in paths["markdown"].read_text()
+    assert main([str(loss_dir), str(codec_dir), "--out", str(tmp_path / "cli")]) == 0
+    assert (tmp_path / "cli" / "report.csv").read_text() == paths["csv"].read_text()

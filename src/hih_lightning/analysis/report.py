@@ -6,9 +6,11 @@ else the CSV logger's ``metrics.csv`` or the W&B run (``wandb-summary.json``, or
 runs the transaction log ``run-<id>.wandb``), so a sweep is collectable whichever logger it
 used. The factors are the sweep's own ``hydra.sweeper.params`` and any other override whose
 value differs between jobs, never ``seed``: jobs that differ only in the seed are repeats of
-one setting and are averaged.
+one setting and are averaged. Several sweep directories make one table, so sweeps can share
+jobs; a factor a job did not override shows the value its config resolved to.
 
     hih-report logs/ablations/codec/2025-01-01_12-00-00     # writes report.{md,csv,png} there
+    hih-report logs/ablations/decimal_loss/run1 logs/ablations/codec/run1 --by model/codec
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from hih_lightning.analysis.wandb_log import read_wandb_run
 
@@ -39,6 +41,7 @@ METRICS: tuple[tuple[str, str, float], ...] = (
     ("test/decimal_acc", "decimal acc (%)", 100.0),
 )
 SEED_KEY = "seed"
+ABLATION_KEY = "ablation"  # the sweep's name, not a factor (it differs when sweeps are merged)
 
 
 class ReportError(RuntimeError):
@@ -55,6 +58,12 @@ class Job:
     experiment: str
     ablation: str | None
     swept: list[str]  # keys of the sweep's hydra.sweeper.params
+    resolved: dict[str, str]  # config-group choices and leaf values, for unswept factors
+
+    def value(self, key: str) -> str:
+        """The job's value of a factor: its override, else what its config resolved to
+        (so the default of a factor another sweep varied is shown, not '-')."""
+        return self.overrides.get(key, self.resolved.get(key, "-"))
 
 
 @dataclass
@@ -137,20 +146,42 @@ def read_metrics(job_dir: Path) -> dict[str, float] | None:
     return None
 
 
-def find_jobs(sweep_dir: Path) -> list[Job]:
-    """Every job folder under ``sweep_dir`` (the sweep's order), finished or not."""
+def _resolved_values(cfg: DictConfig, choices: dict[str, object] | None) -> dict[str, str]:
+    """Flat 'a.b.c' -> value of the job's config leaves (interpolations left unresolved),
+    plus its config-group choices ('model/codec' -> 'hih')."""
+    values = {str(k): str(v) for k, v in (choices or {}).items()}
+
+    def walk(node: object, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, child in node.items():
+                walk(child, f"{prefix}{key}.")
+        elif not isinstance(node, list):
+            values.setdefault(prefix[:-1], str(node))
+
+    walk(OmegaConf.to_container(cfg, resolve=False), "")
+    return values
+
+
+def find_jobs(sweep_dirs: Path | Sequence[Path]) -> list[Job]:
+    """Every job folder under the sweep directories (each in the sweep's order), finished
+    or not."""
     jobs = []
-    for config_path in sorted(sweep_dir.glob("**/.hydra/config.yaml"), key=_natural_key):
-        job_dir = config_path.parent.parent
-        cfg = OmegaConf.load(config_path)
-        hydra_path = job_dir / ".hydra" / "hydra.yaml"
-        params = (OmegaConf.select(OmegaConf.load(hydra_path), "hydra.sweeper.params")
-                  if hydra_path.is_file() else None)
-        jobs.append(Job(path=job_dir, overrides=_read_overrides(job_dir),
-                        metrics=read_metrics(job_dir),
-                        experiment=str(cfg.get("experiment_name", "?")),
-                        ablation=OmegaConf.select(cfg, "ablation.name", default=None),
-                        swept=[str(k) for k in (params or {})]))
+    for sweep_dir in [sweep_dirs] if isinstance(sweep_dirs, Path) else sweep_dirs:
+        for config_path in sorted(Path(sweep_dir).glob("**/.hydra/config.yaml"),
+                                  key=_natural_key):
+            job_dir = config_path.parent.parent
+            cfg = OmegaConf.load(config_path)
+            hydra_path = job_dir / ".hydra" / "hydra.yaml"
+            hydra_cfg = OmegaConf.load(hydra_path) if hydra_path.is_file() else OmegaConf.create()
+            params = OmegaConf.select(hydra_cfg, "hydra.sweeper.params")
+            choices = OmegaConf.select(hydra_cfg, "hydra.runtime.choices")
+            jobs.append(Job(path=job_dir, overrides=_read_overrides(job_dir),
+                            metrics=read_metrics(job_dir),
+                            experiment=str(cfg.get("experiment_name", "?")),
+                            ablation=OmegaConf.select(cfg, "ablation.name", default=None),
+                            swept=[str(k) for k in (params or {})],
+                            resolved=_resolved_values(
+                                cfg, OmegaConf.to_container(choices) if choices else None)))
     return jobs
 
 
@@ -164,8 +195,8 @@ def factor_keys(jobs: Sequence[Job]) -> list[str]:
     declared = set(keys)
     for job in jobs:
         keys += [k for k in job.overrides if k not in keys]
-    return [k for k in keys if k != SEED_KEY
-            and (k in declared or len({job.overrides.get(k) for job in jobs}) > 1)]
+    return [k for k in keys if k not in (SEED_KEY, ABLATION_KEY)
+            and (k in declared or len({job.value(k) for job in jobs}) > 1)]
 
 
 def aggregate(jobs: Iterable[Job], factors: Sequence[str],
@@ -179,7 +210,7 @@ def aggregate(jobs: Iterable[Job], factors: Sequence[str],
     for job in jobs:
         if job.metrics is None:
             continue
-        groups.setdefault(tuple(job.overrides.get(k, "-") for k in factors), []).append(job)
+        groups.setdefault(tuple(job.value(k) for k in factors), []).append(job)
     rows = []
     for values, members in groups.items():
         stats = {}
@@ -234,30 +265,37 @@ def setting_label(row: Row) -> str:
     return ", ".join(f"{k.split('.')[-1].split('/')[-1]}={v}" for k, v in row.setting.items())
 
 
-def write_report(sweep_dir: Path, out_dir: Path | None = None,
+def write_report(sweep_dirs: Path | Sequence[Path], out_dir: Path | None = None,
                  factors: Sequence[str] | None = None) -> dict[str, Path]:
-    """Collect ``sweep_dir``; write report.md, report.csv and report.png into ``out_dir``
-    (default: the sweep directory). Raises ReportError when no job has finished."""
+    """Collect one or more sweep directories into one table; write report.md, report.csv and
+    report.png into ``out_dir`` (default: the first sweep directory). Several directories
+    let sweeps share jobs, e.g. the HIH rows of the codec sweep beside the decimal-loss
+    sweep's other heads. Raises ReportError when a directory is missing or no job finished."""
     from hih_lightning.analysis.plots import plot_mean_std_bars
 
-    sweep_dir = Path(sweep_dir)
-    if not sweep_dir.is_dir():
-        raise ReportError(f"{sweep_dir}: no such directory")
-    jobs = find_jobs(sweep_dir)
+    sweep_dirs = [Path(sweep_dirs)] if isinstance(sweep_dirs, (str, Path)) else [
+        Path(d) for d in sweep_dirs]
+    for sweep_dir in sweep_dirs:
+        if not sweep_dir.is_dir():
+            raise ReportError(f"{sweep_dir}: no such directory")
+    jobs = find_jobs(sweep_dirs)
     finished = [job for job in jobs if job.metrics is not None]
     if not finished:
         raise ReportError(
-            f"{sweep_dir}: no finished jobs ({len(jobs)} job folders with .hydra/config.yaml, "
-            "none with test metrics in metrics.json, metrics.csv or a W&B run)")
+            f"{', '.join(map(str, sweep_dirs))}: no finished jobs ({len(jobs)} job folders with "
+            ".hydra/config.yaml, none with test metrics in metrics.json, metrics.csv or a W&B "
+            "run)")
     factors = list(factors) if factors is not None else factor_keys(finished)
     rows = aggregate(finished, factors)
-    out_dir = Path(out_dir or sweep_dir)
+    out_dir = Path(out_dir or sweep_dirs[0])
     out_dir.mkdir(parents=True, exist_ok=True)
-    ablation = next((job.ablation for job in finished if job.ablation), None)
+    ablations = list(dict.fromkeys(job.ablation for job in finished if job.ablation))
     experiments = sorted({job.experiment for job in finished})
-    title = f"# Ablation: {ablation or ', '.join(factors) or 'runs'} ({', '.join(experiments)})"
-    unfinished = [str(job.path.relative_to(sweep_dir)) for job in jobs if job.metrics is None]
-    notes = [f"- sweep: {sweep_dir}", f"- jobs: {len(finished)} finished"
+    title = (f"# Ablation: {' + '.join(ablations) or ', '.join(factors) or 'runs'} "
+             f"({', '.join(experiments)})")
+    unfinished = [str(job.path.relative_to(sweep_dirs[0]) if len(sweep_dirs) == 1 else job.path)
+                  for job in jobs if job.metrics is None]
+    notes = [f"- sweep: {', '.join(map(str, sweep_dirs))}", f"- jobs: {len(finished)} finished"
              + (f", {len(unfinished)} unfinished ({', '.join(unfinished)})" if unfinished else ""),
              "- mean ± sample std over seeds (std omitted for a single seed)"]
     table = markdown_table(rows, factors)
@@ -281,7 +319,8 @@ def write_report(sweep_dir: Path, out_dir: Path | None = None,
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point: ``hih-report SWEEP_DIR [--by KEY ...] [--out DIR]``."""
     parser = argparse.ArgumentParser(prog="hih-report", description=__doc__.split("\n")[0])
-    parser.add_argument("sweep_dir", type=Path, help="a multirun directory (hydra.sweep.dir)")
+    parser.add_argument("sweep_dir", type=Path, nargs="+",
+                        help="multirun directories (hydra.sweep.dir), reported as one table")
     parser.add_argument("--by", nargs="+", default=None, metavar="KEY",
                         help="group by these override keys (default: the swept ones)")
     parser.add_argument("--out", type=Path, default=None,
