@@ -90,6 +90,7 @@ reproduce-cofw:
 #   make ablation-decimal_size                 k = 4/8/16 x SEEDS on the synthetic faces
 #   make ablation-codec LAUNCHER=joblib EXTRA="hydra.launcher.n_jobs=2"   jobs in parallel
 #   make ablation-stacks LAUNCHER=slurm EXTRA="experiment=wflw_hih_t trainer=gpu paths.data_dir=/data"
+#   make ablation-codec EXTRA="experiment=synthetic_ablation_64"   the longer 64 px budget
 #   make ablations                             every sweep, one after the other
 # Each sweep writes logs/ablations/<name>/<stamp>/<job>/ and then its report (hih-report):
 # report.md / report.csv / report.png, mean +- std over the seeds for each factor value.

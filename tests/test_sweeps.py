@@ -274,3 +274,8 @@ def test_report_merges_sweeps_and_fills_unswept_factors_from_the_config(tmp_path
     assert "# Ablation: decimal_loss + codec" in paths["markdown"].read_text()
     assert main([str(loss_dir), str(codec_dir), "--out", str(tmp_path / "cli")]) == 0
     assert (tmp_path / "cli" / "report.csv").read_text() == paths["csv"].read_text()
+    # --where keeps the codec sweep's HIH jobs only
+    assert main([str(loss_dir), str(codec_dir), "--where", "model/codec=hih",
+                 "--out", str(tmp_path / "hih")]) == 0
+    only = _csv_rows(tmp_path / "hih" / "report.csv")
+    assert [r["model/codec"] for r in only] == ["hih"] and only[0]["n_seeds"] == "2"

@@ -22,7 +22,7 @@ import math
 import re
 import statistics
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -266,11 +266,14 @@ def setting_label(row: Row) -> str:
 
 
 def write_report(sweep_dirs: Path | Sequence[Path], out_dir: Path | None = None,
-                 factors: Sequence[str] | None = None) -> dict[str, Path]:
+                 factors: Sequence[str] | None = None,
+                 where: Mapping[str, str] | None = None) -> dict[str, Path]:
     """Collect one or more sweep directories into one table; write report.md, report.csv and
     report.png into ``out_dir`` (default: the first sweep directory). Several directories
     let sweeps share jobs, e.g. the HIH rows of the codec sweep beside the decimal-loss
-    sweep's other heads. Raises ReportError when a directory is missing or no job finished."""
+    sweep's other heads. ``where`` keeps only the jobs with these factor values (e.g. the
+    codec sweep's HIH jobs). Raises ReportError when a directory is missing or no job
+    finished."""
     from hih_lightning.analysis.plots import plot_mean_std_bars
 
     sweep_dirs = [Path(sweep_dirs)] if isinstance(sweep_dirs, (str, Path)) else [
@@ -278,7 +281,8 @@ def write_report(sweep_dirs: Path | Sequence[Path], out_dir: Path | None = None,
     for sweep_dir in sweep_dirs:
         if not sweep_dir.is_dir():
             raise ReportError(f"{sweep_dir}: no such directory")
-    jobs = find_jobs(sweep_dirs)
+    jobs = [job for job in find_jobs(sweep_dirs)
+            if all(job.value(k) == v for k, v in (where or {}).items())]
     finished = [job for job in jobs if job.metrics is not None]
     if not finished:
         raise ReportError(
@@ -298,6 +302,8 @@ def write_report(sweep_dirs: Path | Sequence[Path], out_dir: Path | None = None,
     notes = [f"- sweep: {', '.join(map(str, sweep_dirs))}", f"- jobs: {len(finished)} finished"
              + (f", {len(unfinished)} unfinished ({', '.join(unfinished)})" if unfinished else ""),
              "- mean ± sample std over seeds (std omitted for a single seed)"]
+    if where:
+        notes.append("- only jobs with " + ", ".join(f"{k}={v}" for k, v in where.items()))
     table = markdown_table(rows, factors)
     paths = {"markdown": out_dir / "report.md", "csv": out_dir / "report.csv",
              "png": out_dir / "report.png"}
@@ -323,11 +329,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="multirun directories (hydra.sweep.dir), reported as one table")
     parser.add_argument("--by", nargs="+", default=None, metavar="KEY",
                         help="group by these override keys (default: the swept ones)")
+    parser.add_argument("--where", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="keep only the jobs with these values (override or config)")
     parser.add_argument("--out", type=Path, default=None,
                         help="where to write report.{md,csv,png} (default: SWEEP_DIR)")
     args = parser.parse_args(argv)
+    where = dict(item.partition("=")[::2] for item in args.where)
+    if any(not k or not v for k, v in where.items()):
+        parser.error(f"--where takes KEY=VALUE items, got {args.where}")
     try:
-        write_report(args.sweep_dir, args.out, args.by)
+        write_report(args.sweep_dir, args.out, args.by, where)
     except ReportError as err:
         print(f"hih-report: {err}", file=sys.stderr)
         return 2
