@@ -13,14 +13,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
+import numpy as np
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 import hih_lightning.config  # noqa: F401  (registers the ${div:} resolver)
+from hih_lightning.analysis.quantization import quantization_nme
 from hih_lightning.data.metainfo import get_meta
-from hih_lightning.metrics import per_image_nme
-from hih_lightning.module import crop_to_image
 
 
 def floor_nme(run: Path) -> tuple[str, float]:
@@ -29,17 +28,14 @@ def floor_nme(run: Path) -> tuple[str, float]:
     cfg.paths.output_dir = str(run)
     cfg.data.num_workers = 0
     codec = instantiate(cfg.model.codec)
-    stride = cfg.model.net.input_size / codec.heatmap_size
     datamodule = instantiate(cfg.data)
     datamodule.setup("test")
     norm = get_meta(cfg.data.dataset).inter_ocular
-    errors = []
-    for batch in datamodule.test_dataloader():
-        decoded = codec.decode(codec.ideal_output(batch["landmarks"] / stride)).landmarks
-        points = crop_to_image(decoded * stride, batch["matrix"])
-        errors.append(per_image_nme(points, batch["landmarks_image"].double(), norm))
+    errors = [quantization_nme(codec, batch["landmarks_image"].double().numpy(),
+                               batch["matrix"].double().numpy(), cfg.model.net.input_size, norm)
+              for batch in datamodule.test_dataloader()]
     choices = OmegaConf.load(run / ".hydra" / "hydra.yaml").hydra.runtime.choices
-    return str(choices.get("model/codec", "?")), 100 * float(torch.cat(errors).mean())
+    return str(choices.get("model/codec", "?")), 100 * float(np.concatenate(errors).mean())
 
 
 def main() -> None:
