@@ -279,3 +279,10 @@ def test_report_merges_sweeps_and_fills_unswept_factors_from_the_config(tmp_path
                  "--out", str(tmp_path / "hih")]) == 0
     only = _csv_rows(tmp_path / "hih" / "report.csv")
     assert [r["model/codec"] for r in only] == ["hih"] and only[0]["n_seeds"] == "2"
+
+
+def test_report_where_without_a_value_is_a_usage_error_naming_it(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path), "--where", "model/codec"])
+    assert exit_info.value.code == 2
+    assert "--where takes KEY=VALUE items, got ['model/codec']" in capsys.readouterr().err
