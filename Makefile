@@ -96,7 +96,7 @@ reproduce-cofw:
 # report.md / report.csv / report.png, mean +- std over the seeds for each factor value.
 # Default budget (conf/experiment/synthetic_ablation.yaml): ~2 min per job on 2 CPU cores.
 # LAUNCHER: basic (one job after another), joblib (local processes), slurm (submitit).
-ABLATIONS := decimal_size soft_label decimal_loss heatmap_sigma codec stacks
+ABLATIONS := decimal_size soft_label decimal_loss heatmap_sigma codec stacks local_decimal_size
 ABLATION_TARGETS := $(addprefix ablation-,$(ABLATIONS))
 LAUNCHER ?= basic
 # joblib runs each job in a loky worker process, where DataLoader worker processes fail to

@@ -27,6 +27,7 @@ from hih_lightning.codecs import (
     HIHCodec,
     OffsetCodec,
     QuarterShiftCodec,
+    RandomizedRoundingCodec,
     SoftArgmaxCodec,
 )
 
@@ -113,6 +114,7 @@ def main() -> None:
         ("QuarterShift", QuarterShiftCodec(heatmap_size=size)),
         ("DARK (blur 11)", DARKCodec(heatmap_size=size)),
         ("SoftArgmax", SoftArgmaxCodec(heatmap_size=size)),
+        ("RandomizedRounding", RandomizedRoundingCodec(heatmap_size=size)),
         ("Offset (FC)", OffsetCodec(heatmap_size=size)),
     ]
     pts = points.to(device)

@@ -15,6 +15,7 @@ from hih_lightning.codecs import (
     HIHCodec,
     OffsetCodec,
     QuarterShiftCodec,
+    RandomizedRoundingCodec,
     SoftArgmaxCodec,
 )
 from hih_lightning.codecs.gaussian import flat_argmax, gather_patch, render_gaussians
@@ -314,7 +315,7 @@ def test_offset_maps_are_read_at_the_argmax() -> None:
 
 ALL_CODECS = [HIHCodec(), HIHCodec(decimal_size=4, published_compat=True), ArgmaxCodec(),
               QuarterShiftCodec(), DARKCodec(), SoftArgmaxCodec(), OffsetCodec(),
-              OffsetCodec(offset_maps=True)]
+              OffsetCodec(offset_maps=True), RandomizedRoundingCodec()]
 
 
 @pytest.mark.parametrize("codec", ALL_CODECS, ids=lambda c: repr(c))

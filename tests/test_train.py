@@ -39,14 +39,16 @@ def test_fast_dev_run_fit_validate_test(compose_cfg):
 
 
 @pytest.mark.parametrize("codec", ["argmax", "quarter", "dark", "soft_argmax", "hih_mse",
-                                   "fc_offset", "offset_map"])
+                                   "fc_offset", "offset_map", "hih_local", "simcc",
+                                   "randomized_rounding"])
 def test_baselines_train_one_step(compose_cfg, codec):
     metrics = run(compose_cfg("debug=fast_dev_run", "callbacks=none", f"model/codec={codec}"))
     assert torch.isfinite(torch.tensor(metrics["train/loss"]))
     assert metrics["test/nme"] > 0
     # only the codecs with a decimal head (HIH's) score it
-    assert ("val/decimal_acc" in metrics) == (codec == "hih_mse")
-    assert ("test/nme_integer" in metrics) == (codec == "hih_mse")
+    decimal_head = codec in ("hih_mse", "hih_local")
+    assert ("val/decimal_acc" in metrics) == decimal_head
+    assert ("test/nme_integer" in metrics) == decimal_head
 
 
 def test_run_writes_report_files(compose_cfg, tmp_path):

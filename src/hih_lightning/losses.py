@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from hih_lightning.codecs.heatmap import SoftArgmaxCodec
+from hih_lightning.codecs.hih import read_decimal_maps
 from hih_lightning.codecs.offset import read_offset_maps
 from hih_lightning.models.output import NetOutput
 
@@ -58,6 +59,18 @@ def csc_loss(logits: torch.Tensor, labels: torch.Tensor,
     logp = torch.log_softmax(logits.float().flatten(-2), dim=-1)
     labels = labels.float().reshape(logp.shape)
     return _weighted_mean(F.kl_div(logp, labels, reduction="none"), weights)
+
+
+def simcc_kl(logits: torch.Tensor, labels: torch.Tensor,
+             weights: torch.Tensor | None = None) -> torch.Tensor:
+    """SimCC: KL(labels || softmax(logits)) summed over the bins, mean over (B, N, axis).
+
+    logits and labels (B, N, 2, bins); the per-landmark sum keeps the loss independent of
+    the number of bins (RTMPose's KLDiscretLoss without its temperature).
+    """
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    kl = F.kl_div(logp, labels.float(), reduction="none").sum(dim=-1)   # (B, N, 2)
+    return _weighted_mean(kl, weights)
 
 
 def decimal_mse(logits: torch.Tensor, target: torch.Tensor,
@@ -103,6 +116,8 @@ class LandmarkLoss:
       present and ``decimal != "none"``; needs targets "decimal_labels" / "decimals".
     - "offset": when output.offsets is present and offset_weight > 0; needs "offsets"
       (and "integer" for offset maps).
+    - "simcc": when output.simcc is present and simcc_weight > 0; needs "simcc_labels".
+    Local decimal maps (B, N, k, k, H, W) are read at targets["integer"], the true pixel.
     - "integral": when integral_weight > 0; needs "coords".
     A term whose output is present but whose target is missing, or whose target is present
     (and the term enabled) but whose output is missing, raises ValueError: that is a
@@ -114,7 +129,8 @@ class LandmarkLoss:
     def __init__(self, heatmap_weight: float = 1.0, decimal: DecimalLoss = "csc",
                  decimal_weight: float = 0.05, offset_weight: float = 1.0,
                  integral_weight: float = 0.0,
-                 integral_codec: SoftArgmaxCodec | None = None) -> None:
+                 integral_codec: SoftArgmaxCodec | None = None,
+                 simcc_weight: float = 1.0) -> None:
         if decimal not in _DECIMAL_MODES:
             raise ValueError(f"decimal must be one of {_DECIMAL_MODES}, got {decimal!r}")
         self.heatmap_weight = float(heatmap_weight)
@@ -123,11 +139,12 @@ class LandmarkLoss:
         self.offset_weight = float(offset_weight)
         self.integral_weight = float(integral_weight)
         self.integral_codec = integral_codec
+        self.simcc_weight = float(simcc_weight)
 
     def __repr__(self) -> str:
         return (f"LandmarkLoss(heatmap_weight={self.heatmap_weight}, decimal={self.decimal!r}, "
                 f"decimal_weight={self.decimal_weight}, offset_weight={self.offset_weight}, "
-                f"integral_weight={self.integral_weight})")
+                f"integral_weight={self.integral_weight}, simcc_weight={self.simcc_weight})")
 
     @staticmethod
     def _need(targets: dict[str, torch.Tensor], key: str, term: str) -> torch.Tensor:
@@ -146,13 +163,16 @@ class LandmarkLoss:
 
         if self.decimal != "none":
             if output.decimals is not None:
+                logits = output.decimals
+                if logits.dim() == 6:  # local maps: supervised at the true integer pixel
+                    integer = self._need(targets, "integer", "local decimal maps")
+                    logits = read_decimal_maps(logits, integer[..., 0], integer[..., 1])
                 if self.decimal == "csc":
                     labels = self._need(targets, "decimal_labels", "csc")
-                    terms["csc"] = (self.decimal_weight, csc_loss(output.decimals, labels, w))
+                    terms["csc"] = (self.decimal_weight, csc_loss(logits, labels, w))
                 else:
                     dec = self._need(targets, "decimals", "decimal_mse")
-                    terms["decimal_mse"] = (self.decimal_weight,
-                                            decimal_mse(output.decimals, dec, w))
+                    terms["decimal_mse"] = (self.decimal_weight, decimal_mse(logits, dec, w))
             elif "decimals" in targets or "decimal_labels" in targets:
                 raise ValueError(f"decimal={self.decimal!r} and the codec made decimal targets, "
                                  "but the network output has no decimals (no HIH head)")
@@ -165,6 +185,14 @@ class LandmarkLoss:
             elif "offsets" in targets:
                 raise ValueError("the codec made offset targets but the network output has no "
                                  "offsets (no offset head)")
+
+        if self.simcc_weight > 0:
+            if output.simcc is not None:
+                labels = self._need(targets, "simcc_labels", "simcc")
+                terms["simcc"] = (self.simcc_weight, simcc_kl(output.simcc, labels, w))
+            elif "simcc_labels" in targets:
+                raise ValueError("the codec made SimCC targets but the network output has no "
+                                 "SimCC logits (set net.head=simcc)")
 
         if self.integral_weight > 0:
             coords = self._need(targets, "coords", "integral")

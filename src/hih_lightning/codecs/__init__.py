@@ -9,6 +9,9 @@ from hih_lightning.codecs.heatmap import (
 )
 from hih_lightning.codecs.hih import HIHCodec
 from hih_lightning.codecs.offset import OffsetCodec
+from hih_lightning.codecs.rounding import RandomizedRoundingCodec
+from hih_lightning.codecs.simcc import SimCCCodec
 
 __all__ = ["ArgmaxCodec", "Codec", "DARKCodec", "Decoded", "HIHCodec", "OffsetCodec",
-           "QuarterShiftCodec", "SoftArgmaxCodec"]
+           "QuarterShiftCodec", "RandomizedRoundingCodec", "SimCCCodec",
+           "SoftArgmaxCodec"]

@@ -26,7 +26,12 @@ from typing import Literal, get_args
 import torch
 
 from hih_lightning.codecs.base import Codec, Decoded
-from hih_lightning.codecs.gaussian import flat_argmax, render_gaussians, split_integer
+from hih_lightning.codecs.gaussian import (
+    flat_argmax,
+    gather_pixels,
+    render_gaussians,
+    split_integer,
+)
 from hih_lightning.models.output import NetOutput
 
 SoftLabel = Literal["softmax", "gaussian"]
@@ -53,6 +58,19 @@ def published_window(centre: torch.Tensor, sigma: float
     return peak, lo.long(), hi.long()
 
 
+def read_decimal_maps(decimals: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor
+                      ) -> torch.Tensor:
+    """Each landmark's k x k decimal logits: (B, N, k, k) as they are, or the local head's
+    (B, N, k, k, H, W) maps read at integer pixels ix, iy (B, N) -> (B, N, k, k)."""
+    if decimals.dim() == 4:
+        return decimals
+    k = decimals.shape[2]
+    maps = decimals.flatten(2, 3)                                    # (B, N, k*k, H, W)
+    xs = ix[..., None, None].expand(*ix.shape, k * k, 1)
+    ys = iy[..., None, None].expand(*iy.shape, k * k, 1)
+    return gather_pixels(maps, xs, ys).reshape(*ix.shape, k, k)
+
+
 class HIHCodec(Codec):
     """HIH targets/decoding; see the module docstring for the exact tiling of [0, 1).
 
@@ -63,6 +81,8 @@ class HIHCodec(Codec):
         k*k Gaussian values (published; flat: ~0.038 peak, ~0.014 elsewhere for k=8),
         "gaussian" = values / sum (sharper).
       integer (B, N, 2) long: i as (x, y).
+    The decimal logits may also be the local head's per-pixel maps (B, N, k, k, H, W): decode
+    and diagnostics read them at the integer argmax, the loss at the target pixel ``integer``.
     Score of a decoded landmark: the raw maximum of its last-stack integer heatmap (the
     network has no output activation; ~1 for a confident landmark, like the target peak).
     """
@@ -121,8 +141,9 @@ class HIHCodec(Codec):
         if output.decimals is None:
             raise ValueError("HIHCodec.decode needs output.decimals (the HIH decimal head)")
         ix, iy, score = flat_argmax(output.heatmaps[:, -1])
-        k = output.decimals.shape[-1]
-        dval, didx = output.decimals.flatten(-2).max(dim=-1)
+        decimals = read_decimal_maps(output.decimals, ix, iy)
+        k = decimals.shape[-1]
+        dval, didx = decimals.flatten(-2).max(dim=-1)
         cx, cy = (didx % k).float(), (didx // k).float()
         if self.published_compat:
             keep = (dval.float() > 0).float()  # the published silent drop when all logits <= 0
@@ -141,8 +162,9 @@ class HIHCodec(Codec):
         better than that when the decimal head beats a constant guess.
         """
         ix, iy, _ = flat_argmax(output.heatmaps[:, -1])
-        k = output.decimals.shape[-1]
-        didx = output.decimals.flatten(-2).argmax(dim=-1)
+        decimals = read_decimal_maps(output.decimals, ix, iy)
+        k = decimals.shape[-1]
+        didx = decimals.flatten(-2).argmax(dim=-1)
         _, frac = split_integer(landmarks, self.heatmap_size)
         cell = self.decimal_class(frac)
         hit = (didx % k == cell[..., 0]) & (didx // k == cell[..., 1])

@@ -1,4 +1,8 @@
-"""Sub-pixel heads that read the merged feature after the last stack (HIH_SPEC section 3)."""
+"""Sub-pixel heads that read the merged feature after the last stack (HIH_SPEC section 3).
+
+The published HIH head and the FC head are global (one answer per landmark from the whole
+map); the offset-map, local-decimal and SimCC heads are the alternatives compared with it.
+"""
 
 from __future__ import annotations
 
@@ -88,3 +92,45 @@ class OffsetMapHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         maps = self.predict(self.project(x))
         return maps.view(maps.shape[0], self.num_landmarks, 2, *maps.shape[-2:])
+
+
+class LocalDecimalHead(nn.Module):
+    """HIH-local: every integer pixel carries its own k x k decimal logits for every landmark.
+
+    Two 3x3 conv-BN-ReLU (a 5x5 window of the merged feature) and a 1x1 conv to N*k*k
+    logits per pixel, read at the landmark's integer pixel by the loss (ground truth) and the
+    codec (argmax). Weights are shared across pixels, so the head is translation-equivariant,
+    unlike the published one whose cells see fixed windows of the face. Channels are
+    per landmark: at a 16x16 heatmap over half the WFLW landmarks share their integer pixel
+    with another one that needs a different cell (``tools/pixel_sharing.py``).
+    Output (B, N, k, k, H, W).
+    """
+
+    def __init__(self, in_ch: int, num_landmarks: int, decimal_size: int,
+                 channels: int = 128) -> None:
+        super().__init__()
+        self.local = nn.Sequential(ConvBN(in_ch, channels, 3), ConvBN(channels, channels, 3))
+        self.predict = nn.Conv2d(channels, num_landmarks * decimal_size**2, 1)
+        self.num_landmarks, self.decimal_size = num_landmarks, decimal_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        maps = self.predict(self.local(x))
+        k = self.decimal_size
+        return maps.reshape(maps.shape[0], self.num_landmarks, k, k, *maps.shape[-2:])
+
+
+class SimCCHead(nn.Module):
+    """SimCC (Li et al., ECCV 2022; RTMPose's head without its GAU): a 1x1 conv gives one map
+    per landmark, flattened and classified into ``bins`` x and ``bins`` y positions by one
+    linear layer per axis, shared by all landmarks. Output (B, N, 2, bins) logits (x, y).
+    """
+
+    def __init__(self, in_ch: int, num_landmarks: int, heatmap_size: int, bins: int) -> None:
+        super().__init__()
+        self.project = nn.Conv2d(in_ch, num_landmarks, 1)
+        self.x = nn.Linear(heatmap_size * heatmap_size, bins)
+        self.y = nn.Linear(heatmap_size * heatmap_size, bins)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = self.project(x).flatten(2)                       # (B, N, H*W)
+        return torch.stack((self.x(flat), self.y(flat)), dim=2)

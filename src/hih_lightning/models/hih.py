@@ -7,24 +7,33 @@ from typing import Any, Literal, get_args
 import torch
 from torch import nn
 
-from hih_lightning.models.heads import DecimalHead, FCOffsetHead, OffsetMapHead
+from hih_lightning.models.heads import (
+    DecimalHead,
+    FCOffsetHead,
+    LocalDecimalHead,
+    OffsetMapHead,
+    SimCCHead,
+)
 from hih_lightning.models.hourglass import Residual, Stack, Stem
 from hih_lightning.models.output import NetOutput
 
-Head = Literal["hih", "fc", "offset_map", "none"]
+Head = Literal["hih", "hih_local", "fc", "offset_map", "simcc", "none"]
 HEADS = get_args(Head)
 
 
 class HIHNet(nn.Module):
     """Stem -> ``num_stacks`` hourglass stacks -> sub-pixel head on the last merged feature.
 
-    ``head``: "hih" (decimal heatmap, the method), "fc" (FC offset regression),
-    "offset_map" (CenterNet-style offset maps) or "none" (integer heatmaps only).
+    ``head``: "hih" (decimal heatmap, the method), "hih_local" (a k x k decimal map at every
+    pixel, ``local_channels`` wide), "fc" (FC offset regression), "offset_map" (CenterNet-style
+    offset maps), "simcc" (1-D x/y classification into input_size * split_ratio bins) or
+    "none" (integer heatmaps only).
     """
 
     def __init__(self, num_stacks: int = 4, num_landmarks: int = 98, decimal_size: int = 8,
                  channels: int = 256, depth: int = 4, decimal_channels: int = 384,
-                 input_size: int = 256, head: Head = "hih") -> None:
+                 input_size: int = 256, head: Head = "hih", local_channels: int = 128,
+                 split_ratio: float = 2.0) -> None:
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"unknown head {head!r}; choose one of {HEADS}")
@@ -38,6 +47,11 @@ class HIHNet(nn.Module):
         if head == "hih":
             self.head = DecimalHead(channels, num_landmarks, self.heatmap_size, decimal_size,
                                     decimal_channels)
+        elif head == "hih_local":
+            self.head = LocalDecimalHead(channels, num_landmarks, decimal_size, local_channels)
+        elif head == "simcc":
+            self.head = SimCCHead(channels, num_landmarks, self.heatmap_size,
+                                  round(input_size * split_ratio))
         elif head == "fc":
             self.head = FCOffsetHead(channels, num_landmarks, self.heatmap_size, decimal_size,
                                      decimal_channels)
@@ -61,8 +75,10 @@ class HIHNet(nn.Module):
             x, heatmap = stack(x)
             heatmaps.append(heatmap)
         out = NetOutput(heatmaps=torch.stack(heatmaps, dim=1))
-        if self.head_type == "hih":
+        if self.head_type in ("hih", "hih_local"):
             out.decimals = self.head(x)
+        elif self.head_type == "simcc":
+            out.simcc = self.head(x)
         elif self.head is not None:
             out.offsets = self.head(x)
         return out
