@@ -25,7 +25,9 @@ class SimCCCodec(Codec):
     Coordinates are in heatmap units; one heatmap pixel is ``stride`` input pixels, so there
     are ``bins_per_pixel = stride * split_ratio`` bins per heatmap pixel and
     ``heatmap_size * bins_per_pixel`` bins per axis. ``label_sigma`` is in heatmap pixels.
-    Score: the smaller of the two axes' peak probabilities.
+    Score: the smaller of the two axes' peak probabilities. Bin b sits at b / bins_per_pixel,
+    so the last bin is at heatmap_size - 1 / bins_per_pixel: positions beyond it by more than
+    half a bin (the last 1/16 heatmap px at the default ratio) decode to the last bin.
     """
 
     def __init__(self, heatmap_size: int = 64, split_ratio: float = 2.0, stride: int = 4,
