@@ -7,7 +7,9 @@ offset maps, SimCC and no head at all, for the CPU budgets and the published 256
 - GMACs: forward multiply-accumulates of one image, counted by ``torch.utils.flop_counter``
   (FLOPs / 2), whole network and the head's share (network minus ``head="none"``).
 - memory: bytes autograd saves for backward for one image (training mode), the activation
-  memory a training step holds, device-independent; plus the head's output size.
+  memory a training step holds, device-independent; plus the head's output size (for
+  ``hih_local``: its features plus the logits read at one pixel per landmark, as the loss
+  reads them; ``LocalDecimals`` never builds the N*k*k maps).
 
     python benchmarks/bench_heads.py                 # hih_cpu at 64 / 128 px, hih_b at 256 px
     python benchmarks/bench_heads.py --configs hih_cpu:64:4
@@ -21,6 +23,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from hih_lightning import build_model
+from hih_lightning.models.output import LocalDecimals
 
 HEADS = ("none", "hih", "hih_local", "offset_map", "simcc")
 
@@ -40,7 +43,10 @@ def measure(variant: str, input_size: int, k: int, head: str) -> dict[str, float
     counter = FlopCounterMode(display=False)
     with counter, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = net(images)
-    extra = next((t for t in (out.decimals, out.offsets, out.simcc) if t is not None), None)
+        extra = next((t for t in (out.decimals, out.offsets, out.simcc) if t is not None), None)
+        if isinstance(extra, LocalDecimals):  # logits at one pixel per landmark, as the loss
+            pixel = torch.zeros(1, 98, dtype=torch.long)
+            extra = torch.cat([extra.features.flatten(), extra.at(pixel, pixel).flatten()])
     return {"params": sum(p.numel() for p in net.parameters()),
             "gmacs": counter.get_total_flops() / 2e9, "saved_mb": saved / 2**20,
             "head_out_mb": 0.0 if extra is None else extra.numel() * 4 / 2**20}

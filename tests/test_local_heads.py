@@ -35,19 +35,19 @@ def test_local_head_sees_only_a_5x5_window_of_the_feature() -> None:
     x = torch.randn(1, 6, H, H)
     px, py = 5, 9
     with torch.no_grad():
-        base = head(x)[..., py, px]                               # (1, 3, 4, 4)
+        base = head(x).maps()[..., py, px]                        # (1, 3, 4, 4)
         outside = x.clone()
         window = torch.zeros(H, H, dtype=torch.bool)
         window[py - 2:py + 3, px - 2:px + 3] = True
         outside[..., ~window] = torch.randn_like(outside[..., ~window]) * 10
-        assert torch.equal(head(outside)[..., py, px], base)
+        assert torch.equal(head(outside).maps()[..., py, px], base)
         # one feature value on the window's edge does change them
         edge = x.clone()
         edge[0, :, py + 2, px - 2] += 5.0
-        assert (head(edge)[..., py, px] - base).abs().max() > 1e-4
+        assert (head(edge).maps()[..., py, px] - base).abs().max() > 1e-4
         edge = x.clone()
         edge[0, :, py + 3, px] += 5.0                             # one row beyond: no change
-        assert torch.equal(head(edge)[..., py, px], base)
+        assert torch.equal(head(edge).maps()[..., py, px], base)
 
 
 def test_local_head_output_layout_and_translation_equivariance() -> None:
@@ -56,14 +56,36 @@ def test_local_head_output_layout_and_translation_equivariance() -> None:
     x = torch.zeros(1, 4, H, H)
     x[0, :, 3:6, 3:6] = torch.randn(4, 3, 3)
     with torch.no_grad():
-        out = head(x)
-        shifted = head(torch.roll(x, shifts=(4, 5), dims=(-2, -1)))
+        out = head(x).maps()
+        shifted = head(torch.roll(x, shifts=(4, 5), dims=(-2, -1))).maps()
     assert out.shape == (1, 2, 2, 2, H, H)
     # the same pattern 4 rows down and 5 columns right gives the same logits there
     assert torch.allclose(shifted[..., 8, 9], out[..., 4, 4], atol=1e-6)
-    # channel order: landmark-major, then cy, cx
+    # the maps are the head's 1x1 conv at every pixel; channel order landmark-major, cy, cx
     flat = head.predict(head.local(x))
-    assert torch.equal(out[0, 1, 0, 1], flat[0, 1 * 4 + 0 * 2 + 1])
+    assert torch.allclose(out[0, 1, 0, 1], flat[0, 1 * 4 + 0 * 2 + 1], atol=1e-6)
+    assert torch.allclose(out.flatten(1, 3), flat, atol=1e-6)
+
+
+def test_local_decimals_at_a_pixel_equal_the_conv_there_for_every_landmark() -> None:
+    """What the loss and decode read (``at``) equals the full 1x1 conv read by a loop."""
+    torch.manual_seed(8)
+    b, n, k = 3, 5, 4
+    head = LocalDecimalHead(in_ch=6, num_landmarks=n, decimal_size=k, channels=8)
+    x = torch.randn(b, 6, H, H)
+    out = head(x)
+    full = head.predict(out.features)                             # (B, N*k*k, H, W)
+    g = torch.Generator().manual_seed(9)
+    ix, iy = torch.randint(0, H, (b, n), generator=g), torch.randint(0, H, (b, n), generator=g)
+    got = read_decimal_maps(out, ix, iy)
+    assert got.shape == (b, n, k, k)
+    for i in range(b):
+        for j in range(n):
+            expect = full[i, j * k * k:(j + 1) * k * k, iy[i, j], ix[i, j]].reshape(k, k)
+            assert torch.allclose(got[i, j], expect, atol=1e-5)
+    # the gradient reaches the 1x1 weights through the read
+    got.sum().backward()
+    assert head.predict.weight.grad.abs().sum() > 0
 
 
 def test_read_decimal_maps_equals_a_per_landmark_loop() -> None:
@@ -122,8 +144,9 @@ def test_hih_local_net_trains_the_local_head_and_counts_its_parameters() -> None
     net = build_model("hih_cpu", num_landmarks=5, decimal_size=4, input_size=64,
                       head="hih_local")
     out = net(torch.randn(2, 3, 64, 64))
-    assert out.heatmaps.shape == (2, 1, 5, H, H) and out.decimals.shape == (2, 5, 4, 4, H, H)
-    (out.heatmaps.sum() + out.decimals.sum()).backward()
+    assert out.heatmaps.shape == (2, 1, 5, H, H)
+    assert out.decimals.maps().shape == (2, 5, 4, 4, H, H)
+    (out.heatmaps.sum() + out.decimals.maps().sum()).backward()
     assert [n for n, p in net.named_parameters() if p.grad is None] == []
     c, w = 128, 128  # hourglass width, local_channels
     head = (c * w * 9 + 2 * w) + (w * w * 9 + 2 * w) + (w * 5 * 16 + 5 * 16)

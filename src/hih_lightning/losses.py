@@ -117,7 +117,7 @@ class LandmarkLoss:
     - "offset": when output.offsets is present and offset_weight > 0; needs "offsets"
       (and "integer" for offset maps).
     - "simcc": when output.simcc is present and simcc_weight > 0; needs "simcc_labels".
-    Local decimal maps (B, N, k, k, H, W) are read at targets["integer"], the true pixel.
+    Local decimal maps (``LocalDecimals``) are read at targets["integer"], the true pixel.
     - "integral": when integral_weight > 0; needs "coords".
     A term whose output is present but whose target is missing, or whose target is present
     (and the term enabled) but whose output is missing, raises ValueError: that is a
@@ -164,7 +164,8 @@ class LandmarkLoss:
         if self.decimal != "none":
             if output.decimals is not None:
                 logits = output.decimals
-                if logits.dim() == 6:  # local maps: supervised at the true integer pixel
+                if not (torch.is_tensor(logits) and logits.dim() == 4):
+                    # local maps: supervised at the true integer pixel
                     integer = self._need(targets, "integer", "local decimal maps")
                     logits = read_decimal_maps(logits, integer[..., 0], integer[..., 1])
                 if self.decimal == "csc":

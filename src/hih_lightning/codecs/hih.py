@@ -32,7 +32,7 @@ from hih_lightning.codecs.gaussian import (
     render_gaussians,
     split_integer,
 )
-from hih_lightning.models.output import NetOutput
+from hih_lightning.models.output import LocalDecimals, NetOutput
 
 SoftLabel = Literal["softmax", "gaussian"]
 _SOFT_LABELS = get_args(SoftLabel)
@@ -58,10 +58,13 @@ def published_window(centre: torch.Tensor, sigma: float
     return peak, lo.long(), hi.long()
 
 
-def read_decimal_maps(decimals: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor
-                      ) -> torch.Tensor:
-    """Each landmark's k x k decimal logits: (B, N, k, k) as they are, or the local head's
-    (B, N, k, k, H, W) maps read at integer pixels ix, iy (B, N) -> (B, N, k, k)."""
+def read_decimal_maps(decimals: torch.Tensor | LocalDecimals, ix: torch.Tensor,
+                      iy: torch.Tensor) -> torch.Tensor:
+    """Each landmark's k x k decimal logits (B, N, k, k): the published head's as they are;
+    the local head's (:class:`LocalDecimals`, or as (B, N, k, k, H, W) maps) read at integer
+    pixels ix, iy (B, N)."""
+    if isinstance(decimals, LocalDecimals):
+        return decimals.at(ix, iy)
     if decimals.dim() == 4:
         return decimals
     k = decimals.shape[2]
@@ -81,8 +84,8 @@ class HIHCodec(Codec):
         k*k Gaussian values (published; flat: ~0.038 peak, ~0.014 elsewhere for k=8),
         "gaussian" = values / sum (sharper).
       integer (B, N, 2) long: i as (x, y).
-    The decimal logits may also be the local head's per-pixel maps (B, N, k, k, H, W): decode
-    and diagnostics read them at the integer argmax, the loss at the target pixel ``integer``.
+    The decimal logits may also be the local head's per-pixel maps (``read_decimal_maps``):
+    decode and diagnostics read them at the integer argmax, the loss at the target pixel.
     Score of a decoded landmark: the raw maximum of its last-stack integer heatmap (the
     network has no output activation; ~1 for a confident landmark, like the target peak).
     """

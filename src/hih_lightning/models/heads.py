@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hih_lightning.models.hourglass import ConvBN
+from hih_lightning.models.output import LocalDecimals
 
 
 class DownBlock(nn.Module):
@@ -103,7 +104,7 @@ class LocalDecimalHead(nn.Module):
     unlike the published one whose cells see fixed windows of the face. Channels are
     per landmark: at a 16x16 heatmap over half the WFLW landmarks share their integer pixel
     with another one that needs a different cell (``tools/pixel_sharing.py``).
-    Output (B, N, k, k, H, W).
+    Returns :class:`LocalDecimals`: the 1x1 conv is evaluated only where the logits are read.
     """
 
     def __init__(self, in_ch: int, num_landmarks: int, decimal_size: int,
@@ -113,10 +114,10 @@ class LocalDecimalHead(nn.Module):
         self.predict = nn.Conv2d(channels, num_landmarks * decimal_size**2, 1)
         self.num_landmarks, self.decimal_size = num_landmarks, decimal_size
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        maps = self.predict(self.local(x))
-        k = self.decimal_size
-        return maps.reshape(maps.shape[0], self.num_landmarks, k, k, *maps.shape[-2:])
+    def forward(self, x: torch.Tensor) -> LocalDecimals:
+        n, kk = self.num_landmarks, self.decimal_size**2
+        weight = self.predict.weight.reshape(n, kk, -1)
+        return LocalDecimals(self.local(x), weight, self.predict.bias.reshape(n, kk))
 
 
 class SimCCHead(nn.Module):
