@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -112,3 +113,173 @@ def test_resume_from_last_continues_epochs_and_optimizer(compose_cfg, tmp_path):
     # Adam's step counter continued from the first run instead of restarting.
     steps = {float(s["step"]) for s in resumed["optimizer_states"][0]["state"].values()}
     assert steps == {8.0}
+
+
+class _NanFrom(L.Callback):
+    """Makes the heatmap loss weight NaN from global step ``step`` on; counts training steps."""
+
+    def __init__(self, step: int) -> None:
+        self.step, self.steps_run = step, 0
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        self.steps_run += 1
+        if trainer.global_step >= self.step:
+            module.loss.heatmap_weight = float("nan")
+
+
+@pytest.mark.parametrize(("nan_from", "steps_run"), [(2, 5), (6, 8)])
+def test_nan_loss_at_a_later_step_is_named_at_the_next_check(compose_cfg, nan_from, steps_run):
+    # 8 steps, checked every 5 steps and at epoch end: a NaN from step 2 stops training after
+    # step 4 (the first check), one from step 6 at epoch end; both name the step it began
+    cfg = compose_cfg("callbacks=none", "data.train_size=32", "trainer.log_every_n_steps=5",
+                      "test=false")
+    datamodule, model, trainer = build(cfg)
+    nan = _NanFrom(nan_from)
+    trainer.callbacks.append(nan)
+    match = rf"global step {nan_from} \(epoch 0, batch {nan_from}\): loss=nan, heatmap="
+    with pytest.raises(NonFiniteLossError, match=match):
+        trainer.fit(model, datamodule=datamodule)
+    assert nan.steps_run == steps_run
+
+
+class _SyncCounter(L.Callback):
+    """Counts host read-backs of tensors (each a device sync on a GPU) during training batches.
+
+    Counting runs from each batch's on_train_batch_start until the next batch is fetched (the
+    loader's own work is not the step's), so it covers training_step, backward, the batch-end
+    hooks and Lightning's per-batch logging and progress-bar updates; not the optimizer's
+    update itself (see on_before_optimizer_step).
+    """
+
+    READS = ("item", "tolist", "cpu", "numpy", "nonzero", "__bool__", "__float__", "__int__",
+             "__index__")
+
+    def __init__(self, monkeypatch) -> None:
+        self.calls: list[str] = []
+        self.active = self.suspended = False
+        self.steps = 0
+        for name in self.READS:
+            monkeypatch.setattr(torch.Tensor, name, self._counting(name, getattr(torch.Tensor, name)))
+        # x.to("cpu"); x.to(self.device) is a no-op here, and a host->device copy looks like
+        # one on a CPU-only machine: test_training_step_makes_no_cuda_sync sees both on a GPU
+        monkeypatch.setattr(torch.Tensor, "to", self._counting("to(cpu)", torch.Tensor.to, lambda
+            self, *a, **k: any(isinstance(v, str) and v.startswith("cpu") for v in (*a, *k.values()))))
+        # x[mask]: the result's size is read back from the device
+        monkeypatch.setattr(torch.Tensor, "__getitem__", self._counting(
+            "x[mask]", torch.Tensor.__getitem__, lambda self, index: any(
+                isinstance(i, torch.Tensor) and i.dtype == torch.bool
+                for i in (index if isinstance(index, tuple) else (index,)))))
+        for name in ("nonzero", "unique", "masked_select"):
+            monkeypatch.setattr(torch, name, self._counting(name, getattr(torch, name)))
+
+    @property
+    def counting(self) -> bool:
+        return self.active and not self.suspended
+
+    def _counting(self, name, original, when=None):
+        def wrapper(*args, **kwargs):
+            if self.counting and (when is None or when(*args, **kwargs)):
+                self.calls.append(name)
+            return original(*args, **kwargs)
+        return wrapper
+
+    def wrap_loader(self, datamodule) -> None:
+        make = datamodule.train_dataloader
+        counter = self
+
+        class Loader:
+            def __init__(self) -> None:
+                self.loader = make()
+
+            def __len__(self) -> int:
+                return len(self.loader)
+
+            def __iter__(self):
+                iterator = iter(self.loader)
+                while True:
+                    counter.suspended = True
+                    try:
+                        batch = next(iterator)
+                    except StopIteration:
+                        return
+                    finally:
+                        counter.suspended = False
+                    yield batch
+
+        datamodule.train_dataloader = Loader
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        self.active = True
+        self.steps += 1
+
+    def on_before_optimizer_step(self, trainer, module, optimizer) -> None:
+        # Adam reads its step counter with .item(): a CPU tensor also on a GPU (unless
+        # capturable or fused), so not a sync there; the CUDA test below covers the update
+        self.suspended = True
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self.suspended = False
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        self.active = False
+
+
+@pytest.mark.parametrize("prog_bar_loss", [False, True])
+def test_training_batches_make_no_host_sync(compose_cfg, monkeypatch, prog_bar_loss):
+    """Between two log intervals no training batch reads a tensor back to the host.
+
+    prog_bar_loss=True is the control: the loss logged from training_step with prog_bar=True
+    (as before) is turned into a number with .item() after every batch, and is counted.
+    """
+    counter = _SyncCounter(monkeypatch)
+    # 4 steps, logged every 50: Lightning's and our interval read-backs do not fall in them
+    cfg = compose_cfg("callbacks=none", "trainer.log_every_n_steps=50", "test=false",
+                      "+trainer.limit_val_batches=0")
+    datamodule, model, trainer = build(cfg)
+    trainer.callbacks.append(counter)
+    counter.wrap_loader(datamodule)
+    if prog_bar_loss:
+        training_step = model.training_step
+
+        def with_prog_bar(batch, batch_idx):
+            loss = training_step(batch, batch_idx)
+            model.log("train/loss_bar", loss, prog_bar=True, logger=False)
+            return loss
+
+        model.training_step = with_prog_bar
+    trainer.fit(model, datamodule=datamodule)
+    assert counter.steps == 4 and trainer.global_step == 4
+    if prog_bar_loss:
+        assert counter.calls.count("item") >= 4
+    else:
+        assert counter.calls == []
+    # the instrument itself: a read-back while counting is counted
+    counter.active, counter.calls = True, []
+    bool(torch.ones(()))
+    torch.ones(2)[torch.tensor([True, False])]
+    torch.ones(2).to("cpu")
+    counter.active = False
+    assert counter.calls == ["__bool__", "x[mask]", "to(cpu)"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_training_step_makes_no_cuda_sync(compose_cfg):
+    """On a GPU, CUDA's sync debug mode sees every sync, host->device copies included."""
+    cfg = compose_cfg("callbacks=none", "trainer=gpu", "trainer.log_every_n_steps=2",
+                      "test=false", "+trainer.limit_val_batches=0")
+    datamodule, model, trainer = build(cfg)
+    training_step, steps = model.training_step, []
+
+    def strict(batch, batch_idx):
+        # from the second step on: the first registers Lightning's logged-metric states
+        if steps:
+            torch.cuda.set_sync_debug_mode("error")
+        try:
+            return training_step(batch, batch_idx)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+            steps.append(batch_idx)
+
+    model.training_step = strict
+    trainer.fit(model, datamodule=datamodule)
+    assert len(steps) == 4

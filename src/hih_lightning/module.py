@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -27,6 +27,58 @@ class NonFiniteLossError(RuntimeError):
     """Training produced a NaN/inf loss; the message names the step and the loss terms."""
 
 
+# torch.compile's modes; "reduce-overhead" replays CUDA graphs on a GPU (plain inductor on CPU)
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+
+
+class FiniteLossWatch:
+    """Finds the first non-finite training loss without a host round trip per step.
+
+    ``update`` (every step) runs on the loss's device only: it keeps the global step of the
+    first non-finite loss and the loss terms at that step in device tensors, so the step never
+    waits for the accelerator. ``check`` (at the log interval and at epoch end) reads them back
+    in one transfer and raises :class:`NonFiniteLossError` naming that step, its epoch and
+    batch, and the terms. The host keeps (epoch, batch) of each step since the last check.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.step: torch.Tensor | None = None   # (), int64: first non-finite step, -1 if none
+        self.first: torch.Tensor | None = None  # (T,): the loss terms at that step
+        self.last: torch.Tensor | None = None   # (T,): the loss terms of the latest step
+        self.names: list[str] = []
+        self.where: dict[int, tuple[int, int]] = {}  # step -> (epoch, batch), since last check
+
+    def update(self, losses: dict[str, torch.Tensor], step: int, epoch: int, batch: int
+               ) -> None:
+        self.last = torch.stack([v.detach().float().reshape(()) for v in losses.values()])
+        if self.step is None or self.step.device != self.last.device:
+            self.step = torch.full((), -1, dtype=torch.int64, device=self.last.device)
+            self.first = torch.full_like(self.last, math.nan)
+            self.names = list(losses)
+        new = ~torch.isfinite(losses["loss"].detach()) & (self.step < 0)
+        self.step = torch.where(new, step, self.step)  # a Python int: no host->device copy
+        self.first = torch.where(new, self.last, self.first)
+        self.where.setdefault(step, (epoch, batch))
+
+    def check(self) -> dict[str, float]:
+        """Raise if a non-finite loss was recorded; else the latest step's terms (host)."""
+        if self.step is None:
+            return {}
+        host = torch.cat([self.step.double().view(1), self.first.double(),
+                          self.last.double()]).tolist()  # the one device->host transfer
+        step, first, last = int(host[0]), host[1:1 + len(self.names)], host[1 + len(self.names):]
+        if step >= 0:
+            epoch, batch = self.where.get(step, (-1, -1))
+            terms = ", ".join(f"{k}={v:.4g}" for k, v in zip(self.names, first))
+            raise NonFiniteLossError(f"non-finite loss at global step {step} "
+                                     f"(epoch {epoch}, batch {batch}): {terms}")
+        self.where.clear()
+        return dict(zip(self.names, last))
+
+
 def crop_to_image(points: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     """Map (B, N, 2) crop pixels back to image pixels with the inverse of (B, 2, 3) ``matrix``."""
     linear, shift = matrix[..., :2].double(), matrix[..., 2].double()
@@ -45,7 +97,7 @@ class HIHLitModule(L.LightningModule):
                  optimizer: Callable[..., torch.optim.Optimizer],
                  scheduler: Callable[..., Any] | None = None, dataset: str = "synthetic",
                  flip_test: bool = False, channels_last: bool = False,
-                 compile: bool = False) -> None:
+                 compile: bool = False, compile_mode: CompileMode | None = None) -> None:
         super().__init__()
         # Optimizer/scheduler factories stay out of the checkpoint's hyper-parameters so that
         # checkpoints load with torch.load(weights_only=True); the run's config has them.
@@ -71,7 +123,11 @@ class HIHLitModule(L.LightningModule):
                 for stage in ("val", "test")})
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
-        self.forward_net = torch.compile(self.net) if compile else self.net
+        if compile_mode is not None and not compile:
+            raise ValueError(f"compile_mode={compile_mode!r} needs compile=true")
+        self.forward_net = torch.compile(self.net, mode=compile_mode) if compile else self.net
+        self.finite_watch = FiniteLossWatch()
+        self._checked_step = -1
 
     # -- frames ---------------------------------------------------------------------------
     @property
@@ -114,18 +170,51 @@ class HIHLitModule(L.LightningModule):
 
     # -- steps ----------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        # No host round trip here (tests/test_train.py counts them): the finiteness check is
+        # recorded on the device and read back at the log interval (on_train_batch_end), and
+        # the logged tensors stay on the device until Lightning logs them at that interval.
         targets = self.codec.encode(batch["landmarks"] / self.stride)
         if "visible" in batch:
             targets["weights"] = batch["visible"].float()
         losses = self.loss(self(batch["image"]), targets)
-        if not torch.isfinite(losses["loss"]):
-            terms = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
-            raise NonFiniteLossError(f"non-finite loss at global step {self.global_step} "
-                                     f"(epoch {self.current_epoch}, batch {batch_idx}): {terms}")
+        self.finite_watch.update(losses, self.global_step, self.current_epoch, batch_idx)
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=False,
                       batch_size=batch["image"].shape[0])
-        self.log("train/loss_step", losses["loss"], prog_bar=True, logger=False)
         return losses["loss"]
+
+    def _check_finite(self) -> dict[str, float]:
+        """Raise NonFiniteLossError for a non-finite loss since the last check (one sync)."""
+        self._checked_step = self.global_step
+        return self.finite_watch.check()
+
+    def on_train_start(self) -> None:
+        self.finite_watch.reset()
+        self._checked_step = -1
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # global_step counts the optimizer steps done, this batch's included
+        interval = max(1, self.trainer.log_every_n_steps)
+        if self.global_step % interval or self.global_step == self._checked_step:
+            return
+        last = self._check_finite()
+        # The progress bar shows the loss of the last step of each log interval. Lightning
+        # turns every prog_bar value into a Python number with .item() after *every* batch
+        # (a stale one too), which on a GPU waits for the queued step: logging the loss from
+        # training_step with prog_bar=True cost one sync per step. A CPU tensor read at the
+        # interval's one sync costs nothing to convert.
+        if "loss" in last:
+            self.log("train/loss_step", torch.tensor(last["loss"]), prog_bar=True, logger=False)
+
+    def on_validation_start(self) -> None:
+        # in fit: validate (and checkpoint) no weights that a non-finite loss has touched
+        if self._trainer is not None and self.trainer.state.fn == "fit":
+            self._check_finite()
+
+    def on_train_epoch_end(self) -> None:
+        self._check_finite()
+
+    def on_train_end(self) -> None:
+        self._check_finite()  # e.g. max_steps reached between two log intervals
 
     def _evaluate(self, batch: dict[str, torch.Tensor], metrics: LandmarkMetrics,
                   output: NetOutput | None = None) -> None:
