@@ -84,11 +84,21 @@ def test_wrong_config_key_fails_at_start_naming_it(compose_cfg):
     ("data.crop_protocol=foo", "'data.crop_protocol': 'foo' .* one of 'gt_box'"),
     ("model.net.head=vit", "'model.net.head': 'vit'"),
     ("model.net._target_=hih_lightning.nope", "'model.net._target_': cannot import"),
+    ("model.compile_mode=fast", "'model.compile_mode': 'fast' .* one of None, 'default'"),
 ])
 def test_bad_value_or_key_fails_before_anything_is_built(compose_cfg, override, message):
     cfg = compose_cfg(override)
     with pytest.raises(ConfigError, match=message):
         run(cfg)
+
+
+def test_compile_mode_reaches_torch_compile(compose_cfg, monkeypatch):
+    seen = []
+    monkeypatch.setattr(torch, "compile", lambda net, **kwargs: seen.append(kwargs) or net)
+    build(compose_cfg("model.compile=true", "model.compile_mode=reduce-overhead"))
+    assert seen == [{"mode": "reduce-overhead"}]
+    with pytest.raises(ConfigError, match="compile_mode='max-autotune' needs compile=true"):
+        build(compose_cfg("model.compile_mode=max-autotune"))
 
 
 def test_nan_loss_stops_with_the_step_number(compose_cfg):
@@ -159,11 +169,13 @@ class _SyncCounter(L.Callback):
         self.active = self.suspended = False
         self.steps = 0
         for name in self.READS:
-            monkeypatch.setattr(torch.Tensor, name, self._counting(name, getattr(torch.Tensor, name)))
+            original = getattr(torch.Tensor, name)
+            monkeypatch.setattr(torch.Tensor, name, self._counting(name, original))
         # x.to("cpu"); x.to(self.device) is a no-op here, and a host->device copy looks like
         # one on a CPU-only machine: test_training_step_makes_no_cuda_sync sees both on a GPU
-        monkeypatch.setattr(torch.Tensor, "to", self._counting("to(cpu)", torch.Tensor.to, lambda
-            self, *a, **k: any(isinstance(v, str) and v.startswith("cpu") for v in (*a, *k.values()))))
+        monkeypatch.setattr(torch.Tensor, "to", self._counting(
+            "to(cpu)", torch.Tensor.to, lambda self, *a, **k: any(
+                isinstance(v, str) and v.startswith("cpu") for v in (*a, *k.values()))))
         # x[mask]: the result's size is read back from the device
         monkeypatch.setattr(torch.Tensor, "__getitem__", self._counting(
             "x[mask]", torch.Tensor.__getitem__, lambda self, index: any(

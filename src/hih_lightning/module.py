@@ -27,8 +27,9 @@ class NonFiniteLossError(RuntimeError):
     """Training produced a NaN/inf loss; the message names the step and the loss terms."""
 
 
-# torch.compile's modes; "reduce-overhead" replays CUDA graphs on a GPU (plain inductor on CPU)
-CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+# torch.compile's modes (None: its default); "reduce-overhead" replays CUDA graphs on a GPU
+CompileMode = Literal[None, "default", "reduce-overhead", "max-autotune",
+                      "max-autotune-no-cudagraphs"]
 
 
 class FiniteLossWatch:
@@ -72,11 +73,11 @@ class FiniteLossWatch:
         step, first, last = int(host[0]), host[1:1 + len(self.names)], host[1 + len(self.names):]
         if step >= 0:
             epoch, batch = self.where.get(step, (-1, -1))
-            terms = ", ".join(f"{k}={v:.4g}" for k, v in zip(self.names, first))
+            terms = ", ".join(f"{k}={v:.4g}" for k, v in zip(self.names, first, strict=True))
             raise NonFiniteLossError(f"non-finite loss at global step {step} "
                                      f"(epoch {epoch}, batch {batch}): {terms}")
         self.where.clear()
-        return dict(zip(self.names, last))
+        return dict(zip(self.names, last, strict=True))
 
 
 def crop_to_image(points: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
@@ -97,7 +98,7 @@ class HIHLitModule(L.LightningModule):
                  optimizer: Callable[..., torch.optim.Optimizer],
                  scheduler: Callable[..., Any] | None = None, dataset: str = "synthetic",
                  flip_test: bool = False, channels_last: bool = False,
-                 compile: bool = False, compile_mode: CompileMode | None = None) -> None:
+                 compile: bool = False, compile_mode: CompileMode = None) -> None:
         super().__init__()
         # Optimizer/scheduler factories stay out of the checkpoint's hyper-parameters so that
         # checkpoints load with torch.load(weights_only=True); the run's config has them.
@@ -190,6 +191,12 @@ class HIHLitModule(L.LightningModule):
     def on_train_start(self) -> None:
         self.finite_watch.reset()
         self._checked_step = -1
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self.hparams.get("compile_mode") == "reduce-overhead":
+            # a new training iteration for the CUDA graphs: the previous replay's outputs may
+            # be overwritten (none is kept across steps; the loss terms are copies)
+            torch.compiler.cudagraph_mark_step_begin()
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # global_step counts the optimizer steps done, this batch's included

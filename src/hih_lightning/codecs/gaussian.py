@@ -113,6 +113,8 @@ def split_integer(landmarks: torch.Tensor, size: int) -> tuple[torch.Tensor, tor
     """
     p = landmarks.to(working_dtype(landmarks))
     i = p.floor().clamp_(0, size - 1)
-    below_one = torch.nextafter(torch.ones((), dtype=p.dtype), torch.zeros((), dtype=p.dtype))
-    f = (p - i).clamp_(min=0.0).minimum(below_one.to(p.device))
+    # the largest value below 1 in p's dtype, as a Python number: no host->device copy
+    below_one = float(torch.nextafter(torch.ones((), dtype=p.dtype),
+                                      torch.zeros((), dtype=p.dtype)))
+    f = (p - i).clamp_(0.0, below_one)
     return i.long(), f
