@@ -10,7 +10,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from hih_lightning.config import CONFIG_DIR, ConfigError, validate_config
+from hih_lightning.config import CONFIG_DIR, ConfigError, instantiate_node, validate_config
 from hih_lightning.module import NonFiniteLossError
 from hih_lightning.train import build, run
 
@@ -95,7 +95,8 @@ def test_bad_value_or_key_fails_before_anything_is_built(compose_cfg, override, 
 def test_compile_mode_reaches_torch_compile(compose_cfg, monkeypatch):
     seen = []
     monkeypatch.setattr(torch, "compile", lambda net, **kwargs: seen.append(kwargs) or net)
-    build(compose_cfg("model.compile=true", "model.compile_mode=reduce-overhead"))
+    _, model, _ = build(compose_cfg("model.compile=true", "model.compile_mode=reduce-overhead"))
+    assert model.net_forward() is model.net_forward()  # compiled once, on first use
     assert seen == [{"mode": "reduce-overhead"}]
     with pytest.raises(ConfigError, match="compile_mode='max-autotune' needs compile=true"):
         build(compose_cfg("model.compile_mode=max-autotune"))
@@ -295,3 +296,16 @@ def test_training_step_makes_no_cuda_sync(compose_cfg):
     model.training_step = strict
     trainer.fit(model, datamodule=datamodule)
     assert len(steps) == 4
+
+
+def test_checkpoints_hold_each_weight_once_and_old_ones_still_load(compose_cfg):
+    """The net is stored once; checkpoints that also held the ``forward_net.`` alias load."""
+    model = instantiate_node(compose_cfg(), "model")
+    state = model.state_dict()
+    assert not any(k.startswith("forward_net.") for k in state)
+    legacy = {**state, **{f"forward_net.{k[4:]}": v + 1 for k, v in state.items()
+                          if k.startswith("net.")}}
+    fresh = instantiate_node(compose_cfg(), "model")
+    fresh.load_state_dict(legacy)                      # strict: no unexpected keys
+    for key, value in state.items():
+        assert torch.equal(fresh.state_dict()[key], value)

@@ -26,7 +26,6 @@ def run(cfg: DictConfig) -> dict[str, float]:
         model.net = load_published_checkpoint(published, variant=net.variant,
                                               num_landmarks=net.num_landmarks,
                                               decimal_size=net.decimal_size)
-        model.forward_net = model.net
     elif ckpt_path is None:
         raise ConfigError("hih-eval needs ckpt_path=<file>|last or published_checkpoint=<file>")
     trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import lightning as L
@@ -126,7 +126,9 @@ class HIHLitModule(L.LightningModule):
             self.net = self.net.to(memory_format=torch.channels_last)
         if compile_mode is not None and not compile:
             raise ValueError(f"compile_mode={compile_mode!r} needs compile=true")
-        self.forward_net = torch.compile(self.net, mode=compile_mode) if compile else self.net
+        # (net, torch.compile(net)), made on first use; kept out of the module tree, where
+        # the wrapper would store every weight a second time in each checkpoint
+        self.__dict__["_compiled"] = None
         self.finite_watch = FiniteLossWatch()
         self._checked_step = -1
 
@@ -147,7 +149,24 @@ class HIHLitModule(L.LightningModule):
         return x
 
     def forward(self, images: torch.Tensor) -> NetOutput:
-        return self.forward_net(self.normalise(images))
+        return self.net_forward()(self.normalise(images))
+
+    def net_forward(self) -> nn.Module:
+        """``self.net``, compiled when ``compile=true`` (recompiled if the net was replaced)."""
+        if not self.hparams.compile:
+            return self.net
+        cached = self.__dict__["_compiled"]  # (the net it compiled, the compiled module)
+        if cached is None or cached[0] is not self.net:
+            cached = (self.net, torch.compile(self.net, mode=self.hparams.compile_mode))
+            self.__dict__["_compiled"] = cached
+        return cached[1]
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True,
+                        assign: bool = False) -> Any:
+        """Checkpoints written before commit 4924ed0 also hold every weight under
+        ``forward_net.`` (the then registered alias of ``net``): those copies are dropped."""
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith("forward_net.")}
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def predict_crop(self, images: torch.Tensor, output: NetOutput | None = None
                      ) -> torch.Tensor:
