@@ -21,24 +21,11 @@ import sys
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from torch import nn
 
-import hih_lightning.config  # noqa: F401  (registers the ${div:} resolver)
 from hih_lightning.analysis.receptive_field import decimal_cell_windows, inside_window
+from hih_lightning.analysis.runs import load_run
 from hih_lightning.codecs.gaussian import split_integer
-
-
-def load_run(run: Path, ckpt: str):
-    """(config, LightningModule in eval mode with the checkpoint's weights) of a run folder."""
-    cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
-    cfg.paths.output_dir = str(run)
-    cfg.data.num_workers = 0
-    model = instantiate(cfg.model)
-    state = torch.load(run / ckpt, map_location="cpu", weights_only=False)
-    model.load_state_dict(state["state_dict"])
-    return cfg, model.eval()
 
 
 def head_windows(head: nn.Module, size: int) -> torch.Tensor:
@@ -90,14 +77,12 @@ def main() -> None:
     parser.add_argument("run", type=Path, help="run folder with .hydra/config.yaml")
     parser.add_argument("--ckpt", default="checkpoints/last.ckpt")
     args = parser.parse_args()
-    cfg, model = load_run(args.run, args.ckpt)
+    cfg, model, datamodule = load_run(args.run, args.ckpt)
     if cfg.model.net.get("head", "hih") != "hih" or model.net.head is None:
         sys.exit(f"{args.run}: net.head is {cfg.model.net.get('head')!r}; the receptive-field "
                  "split needs the published decimal head (model.net.head=hih)")
     codec, size = model.codec, model.codec.heatmap_size
     windows = head_windows(model.net.head, size)
-    datamodule = instantiate(cfg.data)
-    datamodule.setup("test")
     k = codec.decimal_size
     inside, columns = [], {}
     for batch in datamodule.test_dataloader():

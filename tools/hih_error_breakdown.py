@@ -14,13 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
-import hih_lightning.config  # noqa: F401  (registers the ${div:} resolver)
+from hih_lightning.analysis.runs import load_run
 from hih_lightning.codecs import DARKCodec
 from hih_lightning.codecs.gaussian import split_integer
 from hih_lightning.metrics import per_image_nme
+from hih_lightning.models.output import NetOutput
 from hih_lightning.module import crop_to_image
 
 
@@ -29,15 +28,7 @@ def main() -> None:
     parser.add_argument("run", type=Path, help="run folder with .hydra/config.yaml")
     parser.add_argument("--ckpt", default="checkpoints/last.ckpt")
     args = parser.parse_args()
-    cfg = OmegaConf.load(args.run / ".hydra" / "config.yaml")
-    cfg.paths.output_dir = str(args.run)
-    cfg.data.num_workers = 0
-    model = instantiate(cfg.model)
-    state = torch.load(args.run / args.ckpt, map_location="cpu", weights_only=False)
-    model.load_state_dict(state["state_dict"])
-    model.eval()
-    datamodule = instantiate(cfg.data)
-    datamodule.setup("test")
+    _, model, datamodule = load_run(args.run, args.ckpt)
     codec, size = model.codec, model.codec.heatmap_size
     dark = DARKCodec(heatmap_size=size, sigma=codec.sigma)
     rows: dict[str, list[np.ndarray]] = {}
@@ -50,13 +41,16 @@ def main() -> None:
         diag = codec.diagnostics(out, truth)
         centre = diag["integer_centre"]
         predicted = codec.decode(out).landmarks
-        decimal = predicted - (centre - 0.5)  # the decoded decimal offset in [0, 1)
-        true_decimal = codec.decode(codec.ideal_output(truth)).landmarks - integer.float()
+        ideal = codec.ideal_output(truth)
+        true_decimal = codec.decode(ideal).landmarks - integer.float()
+        # the decimal head's answer at the true pixel (for a local head: read there)
+        at_truth = codec.decode(NetOutput(heatmaps=ideal.heatmaps, decimals=out.decimals))
         decodes = {
             "HIH: integer argmax + decimal argmax": predicted,
             "integer argmax + pixel centre": centre,
             "integer argmax + true decimal cell": centre - 0.5 + true_decimal,
-            "true integer + predicted decimal cell": integer.float() + decimal,
+            "true integer + predicted decimal cell (read at the true pixel)":
+                at_truth.landmarks,
             "true integer + pixel centre": integer.float() + 0.5,
             "true integer + true decimal cell (quantization floor)": integer + true_decimal,
             "DARK peak of the integer heatmap + 0.5": dark.decode(out).landmarks + 0.5,
