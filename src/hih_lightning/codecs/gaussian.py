@@ -113,8 +113,8 @@ def split_integer(landmarks: torch.Tensor, size: int) -> tuple[torch.Tensor, tor
     """
     p = landmarks.to(working_dtype(landmarks))
     i = p.floor().clamp_(0, size - 1)
-    # the largest value below 1 in p's dtype, as a Python number: no host->device copy
-    below_one = float(torch.nextafter(torch.ones((), dtype=p.dtype),
-                                      torch.zeros((), dtype=p.dtype)))
+    # the largest value below 1 in p's dtype (1 - eps/2), as a Python number: no tensor is
+    # made or read back, so encoding stays free of host round trips
+    below_one = 1.0 - torch.finfo(p.dtype).eps / 2
     f = (p - i).clamp_(0.0, below_one)
     return i.long(), f
