@@ -117,8 +117,8 @@ class LandmarkLoss:
     - "offset": when output.offsets is present and offset_weight > 0; needs "offsets"
       (and "integer" for offset maps).
     - "simcc": when output.simcc is present and simcc_weight > 0; needs "simcc_labels".
-    Local decimal maps (``LocalDecimals``) are read at targets["integer"], the true pixel.
     - "integral": when integral_weight > 0; needs "coords".
+    Local decimal maps (``LocalDecimals``) are read at targets["integer"], the true pixel.
     A term whose output is present but whose target is missing, or whose target is present
     (and the term enabled) but whose output is missing, raises ValueError: that is a
     codec/head mismatch in the config, never something to skip silently.
