@@ -8,7 +8,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
 
@@ -68,13 +68,17 @@ def validate_config(cfg: DictConfig) -> None:
             _validate_node(node, root)
 
 
-def _validate_node(node: DictConfig, path: str) -> None:
-    if "_target_" in node:
-        _validate_target(node, path)
-    for key in node:
-        child = node._get_node(key)
-        if isinstance(child, DictConfig) and not child._is_none():
-            _validate_node(child, f"{path}.{key}")
+def _validate_node(node: DictConfig | ListConfig, path: str) -> None:
+    # lists are walked too: data.augment.photometric holds one `_target_` node per item
+    if isinstance(node, ListConfig):
+        children = {f"{path}[{i}]": node._get_node(i) for i in range(len(node))}
+    else:
+        if "_target_" in node:
+            _validate_target(node, path)
+        children = {f"{path}.{key}": node._get_node(key) for key in node}
+    for full, child in children.items():
+        if isinstance(child, (DictConfig, ListConfig)) and not child._is_none():
+            _validate_node(child, full)
 
 
 def _validate_target(node: DictConfig, path: str) -> None:
