@@ -42,21 +42,26 @@ class Res(nn.Module):
 
 
 class HG(nn.Module):
-    """Unrolled depth-4 hourglass with the res{level}_{1,2,3} / res_center naming."""
+    """Unrolled depth-4 hourglass with the res{level}_{1,2,3} / res_center naming.
 
-    def __init__(self, c: int = 256) -> None:
+    ``upsample`` holds the interpolation keywords; tests change them to show that the
+    import test can see a wrong upsampling.
+    """
+
+    def __init__(self, c: int = 256, upsample: dict | None = None) -> None:
         super().__init__()
         for level in (4, 3, 2, 1):
             for role in (1, 2, 3):
                 setattr(self, f"res{level}_{role}", Res(c, c))
         self.res_center = Res(c, c)
+        self.upsample = upsample or {"mode": "bilinear", "align_corners": True}
 
     def _level(self, x, level):
         up = getattr(self, f"res{level}_1")(x)
         low = getattr(self, f"res{level}_2")(F.max_pool2d(x, 2))
         low = self._level(low, level - 1) if level > 1 else self.res_center(low)
         low = getattr(self, f"res{level}_3")(low)
-        return up + F.interpolate(low, scale_factor=2, mode="bilinear", align_corners=True)
+        return up + F.interpolate(low, scale_factor=2, **self.upsample)
 
     def forward(self, x):
         return self._level(x, 4)
@@ -88,13 +93,18 @@ class OffsetHead(nn.Module):
 
 
 class PublishedHIH(nn.Module):
-    def __init__(self, num_stack: int = 4, n: int = 98) -> None:
+    """``upsample`` and ``head_reads_merged`` exist only so that tests can build the wrong
+    networks the import test must tell apart (defaults: the published network)."""
+
+    def __init__(self, num_stack: int = 4, n: int = 98, upsample: dict | None = None,
+                 head_reads_merged: bool = True) -> None:
         super().__init__()
         self.num_stack = num_stack
+        self.head_reads_merged = head_reads_merged
         self.pre_conv = nn.Sequential(Conv(3, 64, 7, 2), Res(64, 128), nn.MaxPool2d(2),
                                       Res(128, 128), Res(128, 256))
         for s in range(num_stack):
-            setattr(self, f"hg{s}", HG())
+            setattr(self, f"hg{s}", HG(upsample=upsample))
             setattr(self, f"hg{s}_res1", Res(256, 256))
             setattr(self, f"hg{s}_lin1", Conv(256, 256))
             setattr(self, f"hg{s}_conv_pred", nn.Conv2d(256, n, 1))
@@ -106,9 +116,10 @@ class PublishedHIH(nn.Module):
         x = self.pre_conv(x)
         preds = []
         for s in range(self.num_stack):
+            unmerged = x
             feat = getattr(self, f"hg{s}_lin1")(getattr(self, f"hg{s}_res1")(
                 getattr(self, f"hg{s}")(x)))
             pred = getattr(self, f"hg{s}_conv_pred")(feat)
             preds.append(pred)
             x = x + getattr(self, f"hg{s}_conv1")(feat) + getattr(self, f"hg{s}_conv2")(pred)
-        return torch.stack(preds, 1), self.offset_head(x)
+        return torch.stack(preds, 1), self.offset_head(x if self.head_reads_merged else unmerged)

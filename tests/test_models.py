@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
+import math
 from pathlib import Path
 
 import pytest
@@ -11,12 +11,8 @@ import torch
 
 from hih_lightning import build_model, load_published_checkpoint
 from hih_lightning.models import parameter_counts
-from hih_lightning.models.published import CheckpointMismatch
+from hih_lightning.models.published import CheckpointMismatch, convert_published_state_dict
 from published_reference import PublishedHIH
-
-SHARED = Path(os.environ.get("HIH_SHARED_DATA",
-                             Path(__file__).resolve().parents[2] / "shared" / "data"))
-LAYOUT = SHARED / "official_release" / "hih_state_dict_layout.txt"
 
 
 @pytest.mark.parametrize(("variant", "used", "published"), [
@@ -65,32 +61,77 @@ def test_bad_variant_and_decimal_size_are_named():
         build_model("hih_t", decimal_size=3)
 
 
-def _layout_state_dict(variant_stacks: int) -> dict[str, torch.Tensor]:
-    """Random tensors under the published names and shapes (HIH_B layout, first N stacks)."""
-    if not LAYOUT.exists():
-        pytest.skip(f"published layout file not found at {LAYOUT}")
-    gen = torch.Generator().manual_seed(0)
-    state = {}
+# A copy of shared/data/official_release/hih_state_dict_layout.txt (names and shapes only, no
+# weights), kept here so the import tests run without the shared data.
+LAYOUT = Path(__file__).resolve().parent / "data" / "hih_state_dict_layout.txt"
+RTOL, ATOL = 1e-4, 1e-5  # the import test's tolerance
+
+
+def _layout_shapes(stacks: int) -> dict[str, list[int]]:
+    """Published names and shapes (HIH_B layout, first ``stacks`` stacks)."""
+    shapes = {}
     for line in LAYOUT.read_text().splitlines():
         if line.startswith("#") or not line.strip():
             continue
         name, shape = line.split(" ", 1)
-        if name.startswith("hg") and int(name[2:].split(".")[0].split("_")[0]) >= variant_stacks:
+        if name.startswith("hg") and int(name[2:].split(".")[0].split("_")[0]) >= stacks:
             continue
-        dims = [int(d) for d in shape.strip("[] ").split(",") if d.strip()]
+        shapes[name] = [int(d) for d in shape.strip("[] ").split(",") if d.strip()]
+    return shapes
+
+
+def _layout_state_dict(stacks: int) -> dict[str, torch.Tensor]:
+    """Random tensors under the published names and shapes, scaled like trained weights.
+
+    Conv weights ~ N(0, 1/fan_in) and BN scales near 1 keep every activation at order one,
+    so the outputs depend on the image and on every layer (with small weights and BN scales
+    the network prints one input-independent answer and a wrong forward path goes unseen).
+    """
+    gen = torch.Generator().manual_seed(0)
+
+    def normal(dims: list[int]) -> torch.Tensor:
+        return torch.randn(dims, generator=gen)
+
+    state = {}
+    for name, dims in _layout_shapes(stacks).items():
         if name.endswith("num_batches_tracked"):
             state[name] = torch.tensor(7)
         elif name.endswith("running_var"):
             state[name] = torch.rand(dims, generator=gen) + 0.5
-        else:
-            state[name] = torch.randn(dims, generator=gen) * 0.05
+        elif name.endswith("bn.weight"):
+            state[name] = 1 + 0.1 * normal(dims)
+        elif len(dims) == 4:  # conv weight (out, in, kh, kw)
+            state[name] = normal(dims) / math.sqrt(dims[1] * dims[2] * dims[3])
+        else:  # BN bias and running mean, conv bias
+            state[name] = 0.1 * normal(dims)
     return state
+
+
+def _excess(ours: torch.Tensor, theirs: torch.Tensor) -> torch.Tensor:
+    """Per element |ours - theirs| in units of the import test's tolerance (<= 1: passes)."""
+    return (ours - theirs).abs() / (ATOL + RTOL * theirs.abs())
+
+
+def test_layout_copy_is_the_published_file(shared_data: Path) -> None:
+    published = shared_data / "official_release" / "hih_state_dict_layout.txt"
+    assert LAYOUT.read_text() == published.read_text()
 
 
 def test_published_layout_matches_reference_names():
     """The test reference network has exactly the keys of the layout file."""
     state = _layout_state_dict(4)
     assert set(PublishedHIH(4).state_dict()) == set(state)
+    # the layout's parameters (buffers aside) add up to the paper's HIH_B count
+    buffers = ("running_mean", "running_var", "num_batches_tracked")
+    assert sum(v.numel() for k, v in state.items() if not k.endswith(buffers)) == 22_677_034
+
+
+def _reference_outputs(state: dict, stacks: int, images: torch.Tensor, **wrong: object
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    reference = PublishedHIH(stacks, **wrong).eval()
+    reference.load_state_dict(state)
+    with torch.no_grad():
+        return reference(images)
 
 
 @pytest.mark.parametrize(("variant", "stacks"), [("hih_t", 1), ("hih_b", 4)])
@@ -105,14 +146,88 @@ def test_published_checkpoint_import_reproduces_their_outputs(tmp_path, caplog, 
     skips = sum(1 for k in state if ".skip_layer.conv.weight" in k)
     projecting = 2  # stem res1 (64->128) and res3 (128->256) use theirs
     assert f"dropped {(skips - projecting) * 6} never-used" in caplog.text
-    reference = PublishedHIH(stacks).eval()
-    reference.load_state_dict(state)
     images = torch.randn(2, 3, 256, 256, generator=torch.Generator().manual_seed(1))
+    heatmaps, decimals = _reference_outputs(state, stacks, images)
     with torch.no_grad():
         ours = model(images)
-        heatmaps, decimals = reference(images)
-    torch.testing.assert_close(ours.heatmaps, heatmaps, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(ours.decimals, decimals, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ours.heatmaps, heatmaps, rtol=RTOL, atol=ATOL)
+    torch.testing.assert_close(ours.decimals, decimals, rtol=RTOL, atol=ATOL)
+
+    # The comparison can see the image: the two images' outputs differ by far more than the
+    # tolerance on most outputs (HIH_B's median: ~130x on heatmaps, ~50x on decimals).
+    for out in (heatmaps, decimals):
+        assert _excess(out[0], out[1]).median() > 20
+    # ... and it can see the forward path: each of these wrong networks misses the tolerance
+    # by orders of magnitude on most outputs (the head sees only the merged feature).
+    wrong_networks = {
+        "align_corners=False": {"upsample": {"mode": "bilinear", "align_corners": False}},
+        "nearest upsampling": {"upsample": {"mode": "nearest"}},
+        "head before the last merge": {"head_reads_merged": False},
+    }
+    for name, wrong in wrong_networks.items():
+        bad_heatmaps, bad_decimals = _reference_outputs(state, stacks, images[:1], **wrong)
+        assert _excess(bad_decimals, decimals[:1]).median() > 100, name
+        if "upsample" in wrong:
+            assert _excess(bad_heatmaps, heatmaps[:1]).median() > 100, name
+        else:
+            assert torch.equal(bad_heatmaps, heatmaps[:1]), name
+
+
+# Mapping assumptions that the shapes cannot confirm (every swapped pair has equal shapes);
+# the reference network and the import make the same ones:
+# - hg{s}.res{l}_1 is the up (skip) branch, res{l}_2 the low branch before the inner level,
+#   res{l}_3 the low branch after it; level 4 is the outermost (64 px), res_center innermost;
+# - hg{s}_lin1 makes the feature the heatmap is predicted from, hg{s}_conv1 merges it;
+# - offset_head.down_ops.{b}.conv1 is the strided 3x3 conv, conv2 the second one, blocks
+#   applied in index order.
+# Each swap below must change the outputs, so the import test would catch the other choice.
+MAPPING_SWAPS = [
+    ("hg0.res4_1.", "hg0.res4_2."),
+    ("hg0.res4_2.", "hg0.res4_3."),
+    ("hg0.res4_1.", "hg0.res4_3."),
+    ("hg0.res1_1.", "hg0.res1_2."),
+    ("hg0.res1_3.", "hg0.res_center."),
+    ("hg0.res4_1.", "hg0.res1_1."),
+    ("hg0_lin1.", "hg0_conv1."),
+    ("offset_head.down_ops.0.conv1.", "offset_head.down_ops.0.conv2."),
+    ("offset_head.down_ops.0.", "offset_head.down_ops.1."),
+]
+
+
+def _imported_outputs(state: dict, variant: str, images: torch.Tensor):
+    model = build_model(variant)
+    model.load_state_dict(convert_published_state_dict(state, model))
+    with torch.no_grad():
+        return model.eval()(images)
+
+
+@pytest.fixture(scope="module")
+def hih_t_reference():
+    """HIH_T state, a 128 px image (fully convolutional: 4x4 decimal maps), its outputs."""
+    state = _layout_state_dict(1)
+    images = torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(2))
+    heatmaps, decimals = _reference_outputs(state, 1, images)
+    ours = _imported_outputs(state, "hih_t", images)  # the unswapped state matches here too
+    torch.testing.assert_close(ours.heatmaps, heatmaps, rtol=RTOL, atol=ATOL)
+    torch.testing.assert_close(ours.decimals, decimals, rtol=RTOL, atol=ATOL)
+    return state, images, (heatmaps, decimals)
+
+
+@pytest.mark.parametrize(("first", "second"), MAPPING_SWAPS)
+def test_each_mapping_assumption_changes_the_outputs(hih_t_reference, first, second):
+    state, images, (heatmaps, decimals) = hih_t_reference
+    swapped = dict(state)
+    names = [k for k in state if k.startswith(first)]
+    assert names and len(names) == sum(1 for k in state if k.startswith(second))
+    for name in names:
+        other = second + name[len(first):]
+        assert state[name].shape == state[other].shape
+        swapped[name], swapped[other] = state[other], state[name]
+    ours = _imported_outputs(swapped, "hih_t", images)
+    # the decimal head's swaps leave the heatmaps alone; every swap moves the decimals
+    assert _excess(ours.decimals, decimals).median() > 100
+    if first.startswith("hg0"):
+        assert _excess(ours.heatmaps, heatmaps).median() > 100
 
 
 def test_import_names_missing_and_unexpected_keys(tmp_path):
