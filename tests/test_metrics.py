@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 import socket
 from pathlib import Path
 
@@ -23,9 +22,7 @@ from hih_lightning.metrics import (
     per_image_nme,
 )
 
-SHARED = Path(os.environ.get("HIH_SHARED_DATA",
-                             Path(__file__).resolve().parents[2] / "shared" / "data"))
-W300_VALID = SHARED / "300w" / "hrnet_csv" / "face_landmarks_300w_valid.csv"
+W300_VALID = Path("300w") / "hrnet_csv" / "face_landmarks_300w_valid.csv"
 
 
 # -- numpy reference --------------------------------------------------------------------------
@@ -265,10 +262,9 @@ def test_real_two_process_gloo_equals_single_process():
 
 
 # -- real data --------------------------------------------------------------------------------
-def test_real_300w_landmarks_with_perturbation():
-    if not W300_VALID.exists():
-        pytest.skip(f"300W HRNet CSV not found at {W300_VALID} (set HIH_SHARED_DATA)")
-    with W300_VALID.open() as f:
+def test_real_300w_landmarks_with_perturbation(shared_data: Path):
+    # the shared_data fixture skips, or fails under CI=true, when the data is missing
+    with (shared_data / W300_VALID).open() as f:
         rows = list(csv.reader(f))[1:]
     target = np.array([[float(v) for v in row[4:]] for row in rows]).reshape(len(rows), 68, 2)
     assert target.shape[0] == 689
