@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import cv2
+import numpy as np
 import pytest
 import torch
 
@@ -163,15 +165,21 @@ def test_published_top_fraction_falls_off_the_decimal_map() -> None:
 
 
 def test_soft_labels_match_the_spec_for_k8() -> None:
+    # fraction 0.55 in both axes -> cell floor(0.55 * 8) = 4; the 8x8 Gaussian of sigma 1 (in
+    # cells) and peak 1 on cell (4, 4), built here cell by cell, as map[cy, cx]
+    gauss = torch.tensor([[math.exp(-((cx - 4) ** 2 + (cy - 4) ** 2) / 2.0) for cx in range(8)]
+                          for cy in range(8)], dtype=torch.float64).flatten()
     t = HIHCodec().encode(torch.tensor([[[3.55, 7.55]]]))
-    lab = t["decimal_labels"][0, 0]
-    assert math.isclose(float(lab.sum()), 1.0, rel_tol=1e-5)
+    lab = t["decimal_labels"][0, 0].double()
+    torch.testing.assert_close(lab, torch.softmax(gauss, dim=0), rtol=0, atol=1e-7)
+    assert int(lab.argmax()) == 4 * 8 + 4
+    torch.testing.assert_close(t["decimals"][0, 0].double().flatten(), gauss, rtol=0, atol=1e-7)
+    # the spec's description of these labels: ~0.038 at the peak, ~0.014 in empty cells
     assert abs(float(lab.max()) - 0.038) < 0.0015
-    far = lab.reshape(8, 8)[0, 0]  # 4 cells from the peak in both axes: Gaussian ~ 3e-4
-    assert abs(float(far) - 0.014) < 0.0007
+    assert abs(float(lab.reshape(8, 8)[0, 0]) - 0.014) < 0.0007
     sharp = HIHCodec(soft_label="gaussian").encode(torch.tensor([[[3.55, 7.55]]]))
-    lab2 = sharp["decimal_labels"][0, 0]
-    assert math.isclose(float(lab2.sum()), 1.0, rel_tol=1e-5) and lab2.max() > 0.15
+    torch.testing.assert_close(sharp["decimal_labels"][0, 0].double(), gauss / gauss.sum(),
+                               rtol=0, atol=1e-7)
 
 
 @pytest.mark.parametrize("k", [4, 8, 16])
@@ -238,7 +246,6 @@ def test_quarter_shift_direction() -> None:
     heat[0, 0, 0, 20, 10] = 1.0
     heat[0, 0, 0, 20, 11] = 0.5   # right neighbour higher -> +0.25 in x
     heat[0, 0, 0, 19, 10] = 0.4   # upper neighbour higher -> -0.25 in y
-    heat[0, 0, 0, 0, 0] = 0.0
     pts = QuarterShiftCodec().decode(NetOutput(heatmaps=heat)).landmarks
     assert torch.equal(pts, torch.tensor([[[10.25, 19.75]]]))
 
@@ -253,6 +260,60 @@ def test_dark_interior_bound() -> None:
     # without modulation the log of a dense Gaussian is exactly quadratic
     err = (_roundtrip(DARKCodec(blur_kernel=0), pts) - pts).abs()
     assert err.max() < 1e-4
+
+
+def test_argmax_and_quarter_shift_at_the_border() -> None:
+    # round half up and floor, clipped to the map [0, 63], on and beyond both borders
+    xs = [0.0, 0.49, -0.4, -3.0, 62.5, 63.0, 63.49, 63.9, 70.0]
+    pts = torch.tensor([[[x, 31.0] for x in xs]])
+    rounded = _roundtrip(ArgmaxCodec(rounding="round"), pts)[0, :, 0]
+    assert rounded.tolist() == [0.0, 0.0, 0.0, 0.0, 63.0, 63.0, 63.0, 63.0, 63.0]
+    floored = _roundtrip(ArgmaxCodec(rounding="floor"), pts)[0, :, 0]
+    assert floored.tolist() == [0.0, 0.0, 0.0, 0.0, 62.0, 63.0, 63.0, 63.0, 63.0]
+    # quarter shift on sub-pixel targets: no shift on an axis whose peak is on the border
+    # (one neighbour is missing); one pixel in, the shift is back
+    pts = torch.tensor([[[0.3, 31.0], [62.7, 31.0], [1.3, 31.0], [61.7, 0.2], [30.0, 62.9]]])
+    got = _roundtrip(QuarterShiftCodec(rounding="none"), pts)
+    assert got[0].tolist() == [[0.0, 31.0], [63.0, 31.0], [1.25, 31.0], [61.75, 0.0],
+                               [30.0, 63.0]]
+
+
+def _dark_by_hand(px: float, py: float, sigma: float = 1.5) -> np.ndarray:
+    """DARK on a dense Gaussian target, in float64 with OpenCV: 11-tap blur (OpenCV's sigma
+    for that size) with a zero (constant) border, one Newton step on log at the argmax."""
+    ys, xs = np.mgrid[0:H, 0:H].astype(np.float64)
+    heat = np.exp(-((xs - px) ** 2 + (ys - py) ** 2) / (2 * sigma**2))
+    iy, ix = np.unravel_index(np.argmax(heat), heat.shape)
+    lg = np.log(np.maximum(cv2.GaussianBlur(heat, (11, 11), 0,
+                                            borderType=cv2.BORDER_CONSTANT), 1e-10))
+    gradient = 0.5 * np.array([lg[iy, ix + 1] - lg[iy, ix - 1], lg[iy + 1, ix] - lg[iy - 1, ix]])
+    dxy = 0.25 * (lg[iy + 1, ix + 1] - lg[iy + 1, ix - 1] - lg[iy - 1, ix + 1]
+                  + lg[iy - 1, ix - 1])
+    hessian = np.array([[lg[iy, ix + 1] - 2 * lg[iy, ix] + lg[iy, ix - 1], dxy],
+                        [dxy, lg[iy + 1, ix] - 2 * lg[iy, ix] + lg[iy - 1, ix]]])
+    return np.array([ix, iy]) - np.linalg.solve(hessian, gradient)
+
+
+@pytest.mark.parametrize("distance", [1, 2, 3])
+def test_dark_border_bias_is_the_zero_padded_blur(distance: int) -> None:
+    # a point `distance` px (plus a fraction) from each of the four borders
+    d = distance + 0.3
+    pts = [(d, 31.6), (H - 1 - d, 31.6), (30.2, d), (30.2, H - 1 - d)]
+    got = _roundtrip(DARKCodec(), torch.tensor([pts])).double()[0].numpy()
+    expect = np.stack([_dark_by_hand(x, y) for x, y in pts])
+    np.testing.assert_allclose(got, expect, rtol=0, atol=1e-5)
+    # the zero border pulls the blurred peak inward, i.e. the estimate moves away from the
+    # border, by an amount that falls quickly with the distance
+    inward = np.array([1.0, -1.0, 1.0, -1.0])
+    bias = (expect - np.array(pts))[np.arange(4), [0, 0, 1, 1]] * inward
+    assert bias.min() > 0
+    assert {1: 0.15 < bias.min() < 0.4, 2: 0.02 < bias.max() < 0.08,
+            3: bias.max() < 0.01}[distance]
+
+
+def test_dark_does_not_refine_on_the_border_pixel() -> None:
+    pts = torch.tensor([[[0.2, 31.6], [63.0, 10.4], [20.3, 0.1]]])
+    assert _roundtrip(DARKCodec(), pts)[0].tolist() == [[0.0, 32.0], [63.0, 10.0], [20.0, 0.0]]
 
 
 def test_dark_refines_a_network_style_peak() -> None:
@@ -277,17 +338,33 @@ def test_soft_argmax_bound() -> None:
     pts = _points(b=8, n=98, hi=H - 1.0, seed=10)
     err = (_roundtrip(codec, pts) - pts).abs()
     assert err.max() < 0.13 and err.mean() < 0.08
-    assert 4 * math.pi * (1.5**2 / 16) * math.exp(-2 * math.pi**2 * 1.5**2 / 16) < 0.13
     # a too-small beta lets the flat background drag points to the map centre
     assert (_roundtrip(SoftArgmaxCodec(beta=5.0), pts) - pts).abs().max() > 5
     t = codec.encode(torch.tensor([[[-2.0, 70.0]]]))
     assert t["coords"].tolist() == [[[0.0, 63.0]]]
 
 
-def test_soft_argmax_is_differentiable() -> None:
-    heat = torch.randn(2, 3, H, H, requires_grad=True)
-    SoftArgmaxCodec().soft_argmax(heat).sum().backward()
-    assert heat.grad is not None and heat.grad.abs().sum() > 0
+def test_soft_argmax_gradient_is_the_closed_form() -> None:
+    # x_hat = sum_j x_j w_j with w = softmax(beta h), so d x_hat / d h_j = beta w_j (x_j - x_hat)
+    # (and the same for y). The codec works in float32, so gradcheck's float64 finite
+    # differences do not apply; the closed form, computed in float64, does.
+    beta, size = 16.0, 8
+    g = torch.Generator().manual_seed(14)
+    heat = (torch.rand(2, 3, size, size, generator=g) * 0.3).requires_grad_(True)
+    upstream = torch.randn(2, 3, 2, generator=g)
+    coords = SoftArgmaxCodec(heatmap_size=size, beta=beta).soft_argmax(heat)
+    (coords * upstream).sum().backward()
+    w = torch.softmax(beta * heat.detach().double().flatten(-2), dim=-1).unflatten(-1,
+                                                                                (size, size))
+    grid = torch.arange(size, dtype=torch.float64)
+    ys, xs = torch.meshgrid(grid, grid, indexing="ij")
+    x_hat = (w * xs).sum(dim=(-2, -1), keepdim=True)
+    y_hat = (w * ys).sum(dim=(-2, -1), keepdim=True)
+    torch.testing.assert_close(coords.double(), torch.cat([x_hat, y_hat], -1).squeeze(-2),
+                               rtol=0, atol=1e-5)
+    expect = beta * w * (upstream[..., 0, None, None].double() * (xs - x_hat)
+                         + upstream[..., 1, None, None].double() * (ys - y_hat))
+    torch.testing.assert_close(heat.grad.double(), expect, rtol=1e-4, atol=1e-6)
 
 
 def test_offset_codec_fc_and_maps() -> None:
