@@ -80,6 +80,30 @@ def test_decimal_mse_and_offset_l1() -> None:
         offset_l1(maps, target)
 
 
+def _one_hot_heatmaps(peaks: list[list[tuple[int, int]]], size: int = 8) -> torch.Tensor:
+    """(1, S, N, size, size) maps of value 10 at each (x, y) peak, 0 elsewhere: with beta 16
+    the soft-argmax is the peak pixel itself (background weight e^-160)."""
+    heat = torch.zeros(1, len(peaks), len(peaks[0]), size, size)
+    for s, stack in enumerate(peaks):
+        for n, (x, y) in enumerate(stack):
+            heat[0, s, n, y, x] = 10.0
+    return heat
+
+
+def test_integral_l1_by_hand() -> None:
+    codec = SoftArgmaxCodec(heatmap_size=8)
+    heat = _one_hot_heatmaps([[(1, 2), (5, 6)], [(3, 3), (0, 7)]])
+    coords = torch.tensor([[[2.5, 2.0], [4.0, 7.5]]])
+    # stack 0: |1-2.5| + |2-2| + |5-4| + |6-7.5| = 4 -> mean 1.0;
+    # stack 1: |3-2.5| + |3-2| + |0-4| + |7-7.5| = 6 -> mean 1.5; summed over stacks: 2.5
+    assert math.isclose(float(integral_l1(heat, coords, codec)), 2.5, rel_tol=1e-6)
+    # one stack given as (B, N, H, W)
+    assert math.isclose(float(integral_l1(heat[:, 1], coords, codec)), 1.5, rel_tol=1e-6)
+    # landmark 1 weighted 0: (1.5 + 0) / 4 + (0.5 + 1) / 4, the divisor stays B*N*2
+    w = torch.tensor([[1.0, 0.0]])
+    assert math.isclose(float(integral_l1(heat, coords, codec, w)), 0.75, rel_tol=1e-6)
+
+
 def test_integral_l1_is_small_on_ideal_heatmaps_and_differentiable() -> None:
     codec = SoftArgmaxCodec(heatmap_size=32)
     pts = torch.rand(2, 5, 2) * 31
@@ -90,8 +114,6 @@ def test_integral_l1_is_small_on_ideal_heatmaps_and_differentiable() -> None:
     assert float(loss.detach()) < 2 * 0.13
     loss.backward()
     assert heat.grad is not None and heat.grad.abs().sum() > 0
-    far = integral_l1(heat.detach(), t["coords"] + 3.0, codec)
-    assert float(far) > 2 * 2.5
 
 
 def _hih_output(targets: dict[str, torch.Tensor], stacks: int = 2) -> NetOutput:
@@ -118,19 +140,46 @@ def test_landmark_loss_hih_components_and_total() -> None:
     assert float(res["loss"]) == 0.0
 
 
-def test_landmark_loss_offsets_and_integral() -> None:
-    codec = OffsetCodec()
-    t = codec.encode(torch.rand(2, 3, 2) * 63)
-    for maps in (False, True):
-        out = OffsetCodec(offset_maps=maps).ideal_output(torch.rand(2, 3, 2) * 63)
-        res = LandmarkLoss(decimal="none")(out, t)
-        assert set(res) == {"loss", "heatmap", "offset"} and float(res["offset"]) > 0
-        assert torch.allclose(res["loss"], res["heatmap"] + res["offset"])
-    sa = SoftArgmaxCodec()
-    t = sa.encode(torch.rand(2, 3, 2) * 63)
-    res = LandmarkLoss(decimal="none", integral_weight=0.5)(sa.ideal_output(t["coords"]), t)
+def test_landmark_loss_offsets_by_hand() -> None:
+    # B=1, N=2 on a 16x16 heatmap: integer pixels (12, 10) and (3, 7), fractions by hand
+    t = OffsetCodec(heatmap_size=16).encode(torch.tensor([[[12.25, 10.5], [3.0, 7.75]]]))
+    assert t["integer"].tolist() == [[[12, 10], [3, 7]]]
+    assert t["offsets"].tolist() == [[[0.25, 0.5], [0.0, 0.75]]]
+    heat = (t["heatmaps"] + 0.1).unsqueeze(1)            # one stack, 0.1 off everywhere
+    predicted = torch.tensor([[[0.5, 0.25], [0.125, 0.75]]])
+    offset = (0.25 + 0.25 + 0.125 + 0.0) / 4             # L1, mean over B*N*2
+    maps = torch.full((1, 2, 2, 16, 16), 7.0)            # read at the target pixel only
+    maps[0, 0, :, 10, 12] = predicted[0, 0]
+    maps[0, 1, :, 7, 3] = predicted[0, 1]
+    for offsets in (predicted, maps):
+        out = NetOutput(heatmaps=heat, offsets=offsets)
+        res = LandmarkLoss(decimal="none", offset_weight=2.0)(out, t)
+        assert set(res) == {"loss", "heatmap", "offset"}
+        assert math.isclose(float(res["heatmap"]), 0.01, rel_tol=1e-5)
+        assert math.isclose(float(res["offset"]), offset, rel_tol=1e-6)
+        assert math.isclose(float(res["loss"]), 0.01 + 2.0 * offset, rel_tol=1e-5)
+        integer = t["integer"] if offsets.dim() == 5 else None
+        assert torch.equal(res["offset"], offset_l1(offsets, t["offsets"], integer))
+        assert torch.equal(res["heatmap"], heatmap_mse(heat, t["heatmaps"]))
+
+
+def test_landmark_loss_integral_by_hand() -> None:
+    sa = SoftArgmaxCodec(heatmap_size=8)
+    t = sa.encode(torch.tensor([[[2.5, 2.0], [4.0, 7.5]]]))
+    heat = _one_hot_heatmaps([[(1, 2), (5, 6)], [(3, 3), (0, 7)]])
+    res = LandmarkLoss(decimal="none", integral_weight=0.5, integral_codec=sa)(
+        NetOutput(heatmaps=heat), t)
     assert set(res) == {"loss", "heatmap", "integral"}
-    assert torch.allclose(res["loss"], res["heatmap"] + 0.5 * res["integral"])
+    # as in test_integral_l1_by_hand, but the coordinate target 7.5 is clipped to the map's
+    # last pixel 7: stack 0 (1.5 + 0 + 1 + 1) / 4, stack 1 (0.5 + 1 + 4 + 0) / 4
+    assert t["coords"].tolist() == [[[2.5, 2.0], [4.0, 7.0]]]
+    assert math.isclose(float(res["integral"]), 0.875 + 1.375, rel_tol=1e-6)
+    mse = sum(float(((heat[:, s] - t["heatmaps"]) ** 2).mean()) for s in range(2))
+    assert math.isclose(float(res["heatmap"]), mse, rel_tol=1e-6)
+    assert math.isclose(float(res["loss"]), mse + 0.5 * 2.25, rel_tol=1e-6)
+    # without a codec the loss makes one for the heatmap size (beta 16): the same value
+    res = LandmarkLoss(decimal="none", integral_weight=0.5)(NetOutput(heatmaps=heat), t)
+    assert math.isclose(float(res["integral"]), 2.25, rel_tol=1e-6)
 
 
 def test_landmark_loss_rejects_mismatched_codec_and_head() -> None:
