@@ -482,18 +482,67 @@ def test_coco_malformed(tmp_path: Path) -> None:
         read_coco_keypoints(path)
 
 
+# WFLW-98 index of each WFLW-70 point that is an exact copy (shared/data/SOURCES.md)
+WFLW70_COPIES = {**{i: 2 * i for i in range(17)}, 17: 33, 26: 46,
+                 **{27 + j: 51 + j for j in range(9)}, 36: 60, 38: 63, 39: 64, 40: 65, 42: 68,
+                 43: 69, 45: 72, 47: 75, **{48 + j: 76 + j for j in range(20)}, 68: 96, 69: 97}
+
+
+def _mmpose_reference(shared: Path, dataset: str, image: str) -> list[tuple[np.ndarray, ...]]:
+    """Candidate (wflw98 indices, points[, visible]) for one mmpose image, read from another
+    source with csv/scipy alone, in 0-based pixels."""
+    if dataset == "wflw":
+        # mmpose's four WFLW faces have no attributes, so they are in none of the
+        # list_98pt_test subset files; the derived WFLW-70 CSV copies 58 of their points
+        path = shared / "wflw" / "hrnet_wflwe70_derived" / "face_landmarks_wflwe70_test.csv"
+        with path.open() as f:
+            rows = [r for r in list(csv.reader(f))[1:] if r[0].split("/")[-1] == image]
+        return [(np.array(list(WFLW70_COPIES.values())),
+                 np.array(r[4:], float).reshape(70, 2)[list(WFLW70_COPIES)]) for r in rows]
+    if dataset == "300w":  # raw .pts values, 1-based
+        with _hrnet(shared, "test").open() as f:
+            rows = [r for r in list(csv.reader(f))[1:] if r[0].split("/")[-1] == image]
+        return [(np.arange(68), np.array(r[4:], float).reshape(68, 2) - 1) for r in rows]
+    # COFW: mmpose numbers train + test faces; x_29 holds the original 1-based values
+    entries = scipy.io.loadmat(shared / "cofw" / "lisha_chen_kdn" / "COFW_test_507.mat",
+                               squeeze_me=True)["COFW_test"]
+    name = f"images/{int(Path(image).stem) - COFW_TRAIN_FACES}.jpg"
+    return [(np.arange(29), e["x_29"] - 1, e["vis_29"] == 1)
+            for e in entries if e["imagename"] == name]
+
+
 @pytest.mark.parametrize("dataset,faces,points,one_based", [("wflw", 4, 98, False),
                                                              ("300w", 2, 68, True),
                                                              ("cofw", 2, 29, False)])
 def test_coco_real_mmpose(shared_data: Path, dataset: str, faces: int, points: int,
                           one_based: bool) -> None:
     folder = shared_data / dataset / "mmpose_tests_data"
-    records = read_coco_keypoints(folder / f"test_{dataset}.json", image_root=folder,
-                                  one_based=one_based, check_images=True)
+    path = folder / f"test_{dataset}.json"
+    records = read_coco_keypoints(path, image_root=folder, one_based=one_based,
+                                  check_images=True)
     assert len(records) == faces
     assert all(r.landmarks.shape == (points, 2) for r in records)
-    assert all(r.box is not None for r in records)
     assert all((r.visible is None) == (dataset != "cofw") for r in records)
+    # boxes: COCO [x, y, w, h] -> [x0, y0, x1, y1], shifted like the points
+    shift = 1.0 if one_based else 0.0
+    raw = json.loads(path.read_text())["annotations"]
+    for record, ann in zip(records, raw, strict=True):
+        x, y, w, h = ann["bbox"]
+        np.testing.assert_allclose(record.box, [x - shift, y - shift, x + w - shift,
+                                                y + h - shift], rtol=0, atol=1e-9)
+    # coordinates (and COFW's occlusion flags) equal another source's for the same face:
+    # exactly one candidate face of the same image matches each record
+    tolerance = {"wflw": 5e-5, "300w": 1e-9, "cofw": 1e-4}[dataset]  # digits each file keeps
+    matched = set()
+    for record in records:
+        candidates = _mmpose_reference(shared_data, dataset, record.image_path.name)
+        hits = [i for i, (index, pts, *_) in enumerate(candidates)
+                if np.abs(record.landmarks[index] - pts).max() <= tolerance]
+        assert len(hits) == 1, (record.image_path.name, len(candidates))
+        matched.add((record.image_path.name, hits[0]))
+        if dataset == "cofw":
+            np.testing.assert_array_equal(record.visible, candidates[hits[0]][2])
+    assert len(matched) == faces
 
 
 def test_coco_300w_matches_hrnet_csv(shared_data: Path) -> None:
