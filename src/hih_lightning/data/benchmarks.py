@@ -20,10 +20,11 @@ the format and what it changes.
 
 from __future__ import annotations
 
+import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -37,8 +38,16 @@ from hih_lightning.data.formats import (
     read_wflw_list,
 )
 from hih_lightning.data.formats.w300 import SPLITS as W300_FOLDER_SPLITS
+from hih_lightning.data.integrity import image_file_problem
 from hih_lightning.data.metainfo import get_meta
 from hih_lightning.data.transforms import AugmentConfig, FaceTransform
+
+log = logging.getLogger(__name__)
+
+# What to do with a face whose image is missing, truncated or corrupt: stop naming the file
+# (when the loader reaches it), or check every image at setup and leave such faces out,
+# listing them in ``skipped_images`` (the run report and hih-prepare's cache.json count them).
+BadImages = Literal["fail", "skip"]
 
 SPLIT_NAMES = ("train", "val", "test")
 STAGE_SPLITS: dict[str | None, tuple[str, ...]] = {
@@ -80,7 +89,7 @@ class BenchmarkDataModule(FaceDataModule):
 
     def __init__(self, dataset: str, num_landmarks: int | None = None,
                  cache_dir: str | Path | None = None, cache_context: float = 1.25,
-                 **kwargs: Any) -> None:
+                 bad_images: BadImages = "fail", **kwargs: Any) -> None:
         meta = get_meta(dataset)
         super().__init__(dataset=dataset,
                          num_landmarks=meta.num_landmarks if num_landmarks is None
@@ -88,6 +97,11 @@ class BenchmarkDataModule(FaceDataModule):
         if self.crop_protocol not in self.protocols:
             raise ValueError(f"{type(self).__name__}: crop_protocol={self.crop_protocol!r} needs "
                              f"data this layout does not have; use one of {self.protocols}")
+        if bad_images not in get_args(BadImages):
+            raise ValueError(f"bad_images must be one of {get_args(BadImages)}, got {bad_images!r}")
+        self.bad_images = bad_images
+        # split -> "image: reason" of each face dropped for its image (bad_images=skip)
+        self.skipped_images: dict[str, list[str]] = {}
         self.cache_dir = None if cache_dir in (None, "") else Path(cache_dir)
         self.cache_context = float(cache_context)
         self._records: dict[object, RecordSource] = {}
@@ -127,6 +141,8 @@ class BenchmarkDataModule(FaceDataModule):
             if split not in lay.annotations:
                 raise RuntimeError(f"{lay.label}: no {split!r} split is configured")
             src = self.read_split(split, lay.annotations[split])
+            if self.bad_images == "skip" and src.images is None:
+                src = self._drop_bad_images(split, src)
             if len(src) == 0:
                 raise DataPathError(f"{lay.label}: {lay.annotations[split]} lists no faces")
             first = src.record(0).image_path
@@ -135,6 +151,25 @@ class BenchmarkDataModule(FaceDataModule):
                                     f"{src.record(0).source}) ({lay.hint})")
             self._records[key] = src
         return self._records[key]
+
+    def _drop_bad_images(self, split: str, src: RecordSource) -> RecordSource:
+        """The faces whose image file is whole; the others are listed in skipped_images."""
+        problems: dict[Path, str | None] = {}
+        kept, skipped = [], []
+        for record in src.records:
+            path = record.image_path
+            if path is not None and path not in problems:
+                problems[path] = image_file_problem(path)
+            problem = None if path is None else problems[path]
+            if problem is None:
+                kept.append(record)
+            else:
+                skipped.append(f"{path}: {problem} (face {record.source})")
+        if skipped:
+            self.skipped_images[split] = skipped
+            log.warning("%s split: skipped %d face(s) whose image is bad (bad_images=skip), "
+                        "e.g. %s", split, len(skipped), skipped[0])
+        return RecordSource(kept)
 
     def sources(self, stage: str | None) -> dict[str, FaceSource]:
         available = self.layout().annotations

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from hih_lightning.data.integrity import image_damage
 from hih_lightning.data.metainfo import DatasetMeta, get_meta
 from hih_lightning.data.records import FaceRecord
 from hih_lightning.data.sampling import EpochKeySampler, split_key
@@ -32,11 +33,21 @@ class ImageDecodeError(OSError):
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    """Read an image file as RGB uint8, naming the file when it cannot be decoded."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    """Read an image file as RGB uint8, naming the file when it is missing, truncated, corrupt
+    or not an image. A truncated JPEG decodes without an error in OpenCV (grey rows), so the
+    bytes are checked first (:func:`~hih_lightning.data.integrity.image_damage`)."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ImageDecodeError(f"{path}: image missing") from None
+    except OSError as err:
+        raise ImageDecodeError(f"{path}: image unreadable ({err.strerror or err})") from None
+    damage = image_damage(data)
+    if damage is not None:
+        raise ImageDecodeError(f"{path}: {damage}")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
-        reason = "missing" if not Path(path).exists() else "unreadable or corrupt"
-        raise ImageDecodeError(f"{path}: image {reason}")
+        raise ImageDecodeError(f"{path}: not an image OpenCV can decode (unreadable or corrupt)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
