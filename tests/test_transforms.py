@@ -1,18 +1,33 @@
-"""Crop protocol + augmentation as one affine: round trips, pixel agreement, protocols, rng."""
+"""Crop protocol + augmentation as one affine: round trips, pixel agreement, protocols, rng;
+the photometric list (albumentations on the crop): seeding, the published blur and occlusion,
+refusals."""
 
 from __future__ import annotations
 
+import random
+
+import albumentations as A
 import numpy as np
 import pytest
+import torch
+from hydra.utils import instantiate
+from torch.utils.data import DataLoader
 
-from hih_lightning.data.metainfo import COFW, W300, WFLW
+from hih_lightning.config import ConfigError, instantiate_node, validate_config
+from hih_lightning.data.datamodules import FaceDataset
+from hih_lightning.data.metainfo import COFW, W300, WFLW, get_meta
+from hih_lightning.data.photometric import (
+    Photometric,
+    RandomOcclusion,
+    ScaledGaussianBlur,
+    published_photometric,
+)
 from hih_lightning.data.records import FaceRecord
+from hih_lightning.data.synthetic import SyntheticFaces
 from hih_lightning.data.transforms import (
     AugmentConfig,
     AugmentParams,
     FaceTransform,
-    apply_blur,
-    apply_occlusion,
     apply_to_landmarks,
     compose,
     crop_box,
@@ -22,8 +37,7 @@ from hih_lightning.data.transforms import (
     warp_image,
 )
 
-ALWAYS = AugmentConfig(translate_prob=1, flip_prob=1, rotate_prob=1, blur_prob=1,
-                       occlusion_prob=1)
+ALWAYS = AugmentConfig(translate_prob=1, flip_prob=1, rotate_prob=1)
 
 
 def face(rng, n=98, centre=(300.0, 220.0), size=150.0):
@@ -155,35 +169,15 @@ def test_probabilities_and_magnitudes_respected():
         "translate": np.mean([d.translate != (0.0, 0.0) for d in draws]),
         "flip": np.mean([d.flip for d in draws]),
         "rotate": np.mean([d.angle != 0.0 for d in draws]),
-        "blur": np.mean([d.blur_radius > 0 for d in draws]),
-        "occlusion": np.mean([d.occlusion is not None for d in draws]),
     }
-    for key in ("translate", "flip", "rotate", "occlusion"):
+    for key in ("translate", "flip", "rotate"):
         assert 0.45 <= rate[key] <= 0.55, (key, rate[key])
-    assert 0.25 <= rate["blur"] <= 0.35
     assert max(max(abs(t) for t in d.translate) for d in draws) <= 30.0
     assert max(abs(d.angle) for d in draws) <= 30.0
-    assert max(d.blur_radius for d in draws) <= 5.0
-    rects = [d.occlusion for d in draws if d.occlusion is not None]
-    assert max(max(r[2], r[3]) for r in rects) <= int(0.4 * 256)
-    assert all(r[0] + r[2] <= 256 and r[1] + r[3] <= 256 for r in rects)
     # pixel magnitudes scale with the output size; disabled = identity
     small = [sample_augmentation(np.random.default_rng(9), cfg, 128) for _ in range(200)]
     assert max(max(abs(t) for t in d.translate) for d in small) <= 15.0
     assert sample_augmentation(rng, AugmentConfig.none()) == AugmentParams()
-
-
-def test_blur_and_occlusion_pixels():
-    img = np.zeros((32, 32, 3), np.uint8)
-    img[16, 16] = 255
-    assert apply_blur(img, 0.0) is img
-    blurred = apply_blur(img, 2.0)
-    assert blurred[16, 16, 0] < 255 and blurred[16, 18, 0] > 0
-    out = apply_occlusion(img, rect=(2, 3, 5, 4), color=(10, 20, 30))
-    assert (out[3:7, 2:7] == [10, 20, 30]).all() and out[:3].sum() == 0
-    assert img[3, 2].sum() == 0  # the input is untouched
-    sampled = apply_occlusion(img, np.random.default_rng(0))
-    assert (sampled != img).any()
 
 
 def test_face_transform_takes_a_record_and_a_hydra_style_config():
@@ -203,3 +197,226 @@ def test_face_transform_takes_a_record_and_a_hydra_style_config():
         transform(np.zeros((400, 600), np.uint8), no_box, rng)
     with pytest.raises(ValueError, match="unknown augmentation options"):
         FaceTransform(augment={"scale_prob": 0.5}, flip_map=WFLW.flip_map)
+
+
+# -- the photometric list -----------------------------------------------------------------------
+def _photometric_list(compose_cfg, *overrides):
+    cfg = compose_cfg(*overrides)
+    return [instantiate(node) for node in cfg.data.augment.photometric]
+
+
+def _draw(transform, image, seed):
+    """One call of one transform, its random state set from ``seed``; (image, params)."""
+    transform.set_random_state(np.random.default_rng(seed), random.Random(seed))
+    return transform(image=image)["image"], dict(transform.params)
+
+
+def _reference_blur(image, sigma):
+    """Gaussian blur of standard deviation ``sigma``, computed directly: separable sampled
+    Gaussian to 4 sigma, mirrored border (edge pixel not repeated), no rounding."""
+    radius = int(4 * sigma + 0.5)
+    x = np.arange(-radius, radius + 1)
+    kernel = np.exp(-0.5 * (x / sigma) ** 2)
+    kernel /= kernel.sum()
+    h, w = image.shape[:2]
+    pad = ((radius, radius), (radius, radius), (0, 0))
+    padded = np.pad(image.astype(np.float64), pad, mode="reflect")
+    rows = sum(k * padded[i:i + h] for i, k in enumerate(kernel))
+    return sum(k * rows[:, i:i + w] for i, k in enumerate(kernel))
+
+
+def test_published_blur_is_a_gaussian_of_the_recipe_radius(compose_cfg):
+    (blur,) = [t for t in _photometric_list(compose_cfg) if isinstance(t, ScaledGaussianBlur)]
+    noise = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    small = noise[:64, :64].copy()  # a 64 px crop: sigma = radius x 64 / 256
+    radii = []
+    for seed in range(2000):
+        out, params = _draw(blur, small, seed)
+        if not params:
+            assert np.array_equal(out, small)
+            continue
+        radii.append(params["sigma"] * 4)
+        # rounding (0.5) + the kernel cut at int(3.5 sigma) (<= 0.5% of its mass) < 1.5 levels
+        assert np.abs(out - _reference_blur(small, params["sigma"])).max() < 1.5, seed
+    assert 0.27 <= len(radii) / 2000 <= 0.33  # p = 0.3
+    radii = np.sort(radii)
+    uniform = np.arange(1, len(radii) + 1) / len(radii)
+    assert np.abs(radii / 5.0 - uniform).max() < 0.06  # KS distance to U(0, 5)
+    assert radii[0] < 0.05 and 4.95 < radii[-1] <= 5.0
+    # at the published 256 px: the same draws give the full radius, and the pixels of
+    # albumentations' own GaussianBlur with sigma U(0, 5)
+    plain = A.GaussianBlur(sigma_limit=(0.0, 5.0), p=0.3)
+    big = 0
+    for seed in range(40):
+        out, params = _draw(blur, noise, seed)
+        assert np.array_equal(out, _draw(plain, noise, seed)[0])
+        if params:
+            assert params["sigma"] == pytest.approx(4 * _draw(blur, small, seed)[1]["sigma"])
+            assert np.abs(out - _reference_blur(noise, params["sigma"])).max() < 1.5
+            big += params["sigma"] > 2.5
+    assert big > 0  # large radii were checked at full size too
+
+
+def test_published_occlusion_rectangles_match_the_recipe(compose_cfg):
+    (occlusion,) = [t for t in _photometric_list(compose_cfg) if isinstance(t, RandomOcclusion)]
+    for size, draws in ((256, 2000), (100, 300)):
+        background = np.full((size, size, 3), 7, np.uint8)
+        rects, fills = [], []
+        for seed in range(draws):
+            out, params = _draw(occlusion, background, seed)
+            changed = (out != background).any(axis=2)
+            assert changed.any() == bool(params), seed
+            if not params:
+                continue
+            ys, xs = np.nonzero(changed)
+            x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+            assert changed[y0:y1, x0:x1].all()  # one solid rectangle, nothing else touched
+            patch = out[y0:y1, x0:x1].reshape(-1, 3)
+            assert (patch == patch[0]).all()  # in one colour
+            rects.append((x0, y0, x1 - x0, y1 - y0))
+            fills.append(patch[0])
+        rects, fills = np.array(rects), np.array(fills, dtype=np.float64)
+        assert 0.46 <= len(rects) / draws <= 0.54  # p = 0.5
+        side = int(0.4 * size)  # each side uniform in 1..int(0.4 x crop side)
+        sizes = rects[:, 2:]
+        assert sizes.min() == 1 and sizes.max() == side
+        if size == 256:
+            assert np.abs(sizes.mean(axis=0) - (1 + side) / 2).max() < 3.0
+            assert abs(np.corrcoef(sizes.T)[0, 1]) < 0.1  # width and height drawn apart
+            # position uniform with the rectangle inside; colour uniform over 0..255
+            free = size - sizes
+            assert np.abs((rects[:, :2] / free).mean(axis=0) - 0.5).max() < 0.03
+            assert np.abs(fills.mean(axis=0) - 127.5).max() < 7.0
+            assert fills.min() < 5 and fills.max() > 250
+        assert (rects[:, :2] + sizes <= size).all()
+
+
+def test_blur_and_occlusion_are_drawn_independently(compose_cfg):
+    photometric = Photometric(_photometric_list(compose_cfg))
+    blur, occlusion = photometric.compose.transforms
+    image = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    applied = []
+    for index in range(1500):
+        photometric(image, np.random.default_rng([0, 0, index]))
+        applied.append((bool(blur.params), bool(occlusion.params)))
+    rates = np.mean(applied, axis=0)
+    both = np.mean([b and o for b, o in applied])
+    assert 0.26 <= rates[0] <= 0.34 and 0.46 <= rates[1] <= 0.54
+    assert abs(both - 0.15) < 0.03  # one shared stream, not one equal seed per transform
+
+
+def _synthetic_train(compose_cfg, *overrides):
+    datamodule = instantiate_node(compose_cfg("data.image_size=64", *overrides), "data")
+    datamodule.setup("fit")
+    return datamodule
+
+
+def test_same_seed_epoch_and_index_give_the_same_crop(compose_cfg):
+    train = _synthetic_train(compose_cfg, "data/augment=strong").datasets["train"]
+    n = len(train)
+    for key in (3, 3 + 2 * n):  # index 3 at epochs 0 and 2
+        one, two = train[key], train[key]
+        assert torch.equal(one["image"], two["image"])
+        assert torch.equal(one["landmarks"], two["landmarks"])
+    assert not torch.equal(train[3]["image"], train[3 + n]["image"])  # another epoch
+    again = _synthetic_train(compose_cfg, "data/augment=strong").datasets["train"]
+    assert torch.equal(again[3 + n]["image"], train[3 + n]["image"])  # a fresh process state
+    reseeded = _synthetic_train(compose_cfg, "data/augment=strong", "seed=7").datasets["train"]
+    assert not torch.equal(reseeded[3]["image"], train[3]["image"])
+
+
+def test_worker_count_does_not_change_the_crops(compose_cfg):
+    datamodule = _synthetic_train(compose_cfg, "data/augment=strong")
+
+    def epoch(workers):
+        datamodule.num_workers = workers
+        batches = list(datamodule.train_dataloader())
+        return torch.cat([b["image"] for b in batches]), torch.cat([b["index"] for b in batches])
+
+    (serial, order), (parallel, order2) = epoch(0), epoch(2)
+    assert torch.equal(order, order2) and torch.equal(serial, parallel)
+    plain = _synthetic_train(compose_cfg, "data/augment=strong", "data.augment.photometric=[]")
+    plain.num_workers = 0
+    unaugmented = torch.cat([b["image"] for b in plain.train_dataloader()])
+    changed = (unaugmented != serial).flatten(1).any(dim=1)
+    assert 0 < changed.sum() < len(changed)  # the list ran, with its probabilities
+
+
+class _OneFace:
+    """The same face at every index: crops may differ only through their augmentation."""
+
+    def __init__(self, count):
+        self.faces, self.count = SyntheticFaces(1, image_size=64, seed=0), count
+
+    def __len__(self):
+        return self.count
+
+    def record(self, index):
+        return self.faces.record(0)
+
+    def load_image(self, index):
+        return self.faces.load_image(0)
+
+
+def test_workers_draw_independent_photometric_streams():
+    augment = AugmentConfig(translate_prob=0, flip_prob=0, rotate_prob=0,
+                            photometric=[A.GaussNoise(std_range=(0.1, 0.1), p=1.0)])
+    dataset = FaceDataset(_OneFace(8), FaceTransform("gt_box", 64, augment, WFLW.flip_map),
+                          get_meta("synthetic"), seed=0)
+    loader = DataLoader(dataset, batch_size=2, num_workers=2)
+    images = torch.cat([b["image"] for b in loader])
+    assert len({image.numpy().tobytes() for image in images}) == 8
+    assert all(torch.equal(images[k], dataset[k]["image"]) for k in range(8))
+
+
+@pytest.mark.parametrize(("photometric", "message"), [
+    ([A.GaussNoise(), A.HorizontalFlip()],
+     r"augment\.photometric\[1\]: albumentations\.HorizontalFlip is a geometric"),
+    ([A.OneOf([A.Blur(), A.Affine()])],
+     r"augment\.photometric\[0\]\.transforms\[1\]: albumentations\.Affine is a geometric"),
+    ([A.RandomCrop(32, 32)], r"albumentations\.RandomCrop is a geometric"),
+    ([np.flipud], "is not an albumentations transform"),
+])
+def test_geometric_transforms_are_refused_naming_them(photometric, message):
+    with pytest.raises(ValueError, match=message) as err:
+        AugmentConfig(photometric=photometric)
+    if "geometric" in message:  # and the message says why
+        assert "moves the landmarks exactly" in str(err.value)
+        assert "renames left/right landmarks" in str(err.value)
+
+
+def test_a_geometric_transform_in_the_config_stops_the_data_module(compose_cfg):
+    cfg = compose_cfg("data.augment.photometric=[{_target_:albumentations.Rotate,limit:10}]")
+    with pytest.raises(ConfigError, match=r"photometric\[0\]: albumentations\.Rotate is a geom"):
+        instantiate_node(cfg, "data")
+
+
+def test_a_bad_target_or_parameter_in_the_list_names_its_key(compose_cfg):
+    cfg = compose_cfg("data.augment.photometric=[{_target_:albumentations.GaussNoise},"
+                      "{_target_:albumentations.GausianBlur}]")
+    with pytest.raises(ConfigError, match=r"'data\.augment\.photometric\[1\]\._target_': "
+                                          r"cannot import 'albumentations\.GausianBlur'"):
+        validate_config(cfg)
+    cfg = compose_cfg("data.augment.photometric=[{_target_:albumentations.GaussianBlur,"
+                      "sigma_limt:[0,3]}]")
+    with pytest.raises(ConfigError, match=r"'data\.augment\.photometric\[0\]\.sigma_limt': "
+                                          r"albumentations\.GaussianBlur has no parameter"):
+        validate_config(cfg)
+
+
+def test_published_yaml_is_the_python_default(compose_cfg):
+    node, default = compose_cfg("data/augment=published").data.augment, AugmentConfig()
+    for name in ("enabled", "translate_prob", "translate_px", "flip_prob", "rotate_prob",
+                 "rotate_deg", "reference_size"):
+        assert node[name] == getattr(default, name), name
+    assert [repr(t) for t in _photometric_list(compose_cfg)] == \
+        [repr(t) for t in default.photometric] == [repr(t) for t in published_photometric()]
+
+
+def test_photometric_keeps_the_crop_shape_and_type():
+    image = np.zeros((16, 16, 3), np.uint8)
+    with pytest.raises(ValueError, match="keep the crop's shape"):
+        Photometric([A.ToFloat(p=1.0)])(image, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="no rng"):
+        FaceTransform("gt_box", 16, AugmentConfig(), WFLW.flip_map)(
+            image, face(np.random.default_rng(0)), params=AugmentParams())

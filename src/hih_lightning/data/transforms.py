@@ -11,7 +11,9 @@ The only way across is a 2x3 float64 affine ``M`` (image px -> crop px) built by
 geometric augmentation; :func:`apply_to_landmarks` moves points, :func:`warp_image` moves
 pixels with the very same matrix (``cv2.warpAffine`` also uses the pixel-centre convention),
 and :func:`invert` goes back. Resampling happens once, so augmentation adds no extra blur and
-padding outside the image is zero (black), as in the published offline crops.
+padding outside the image is zero (black), as in the published offline crops. Pixel-level
+augmentation (blur, occlusion, colour, noise...) then runs on the crop: the ``photometric``
+list of albumentations transforms (:mod:`hih_lightning.data.photometric`).
 
 A horizontal flip also renames landmarks (the left eye becomes the right eye): after moving
 the points, index ``i`` becomes ``flip_map[i]``; :class:`FaceTransform` does this for you.
@@ -21,12 +23,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args
 
 import cv2
 import numpy as np
 
+from hih_lightning.data.photometric import Photometric, check_photometric, published_photometric
 from hih_lightning.data.records import FaceRecord
 
 CropProtocol = Literal["gt_box", "dataset_box", "center_scale"]
@@ -42,8 +45,6 @@ __all__ = [
     "AugmentConfig",
     "AugmentParams",
     "FaceTransform",
-    "apply_blur",
-    "apply_occlusion",
     "apply_to_landmarks",
     "compose",
     "crop_box",
@@ -118,8 +119,11 @@ def crop_matrix(cx: float, cy: float, side: float, out_size: int) -> np.ndarray:
 class AugmentConfig:
     """The published online augmentation recipe; every probability and magnitude settable.
 
-    Pixel magnitudes (translation, blur radius) refer to a ``reference_size`` crop (256) and
-    scale with the output size. Defaults follow HIH_SPEC section 5: no scale or colour jitter.
+    Geometry is drawn here and applied as one affine warp; the translation refers to a
+    ``reference_size`` crop (256) and scales with the output size. ``photometric`` is the list
+    of pixel-level albumentations transforms applied to the crop after the warp (by default the
+    published blur and occlusion, as in ``conf/data/augment/published.yaml``); geometric ones
+    are refused. Defaults follow HIH_SPEC section 5: no scale or colour jitter.
     """
 
     enabled: bool = True
@@ -128,38 +132,34 @@ class AugmentConfig:
     flip_prob: float = 0.5
     rotate_prob: float = 0.5
     rotate_deg: float = 30.0
-    blur_prob: float = 0.3
-    blur_radius: float = 5.0
-    occlusion_prob: float = 0.5
-    occlusion_fraction: float = 0.4
     reference_size: int = 256
+    photometric: Sequence[Any] = field(default_factory=published_photometric)
+
+    def __post_init__(self) -> None:
+        self.photometric = check_photometric(self.photometric)
 
     @classmethod
     def none(cls) -> AugmentConfig:
         """No augmentation (evaluation)."""
-        return cls(enabled=False)
+        return cls(enabled=False, photometric=())
 
 
 @dataclass(frozen=True)
 class AugmentParams:
-    """One sample's augmentation, fully determined (identity by default).
+    """One sample's geometric augmentation, fully determined (identity by default).
 
-    ``translate`` and ``occlusion`` (x0, y0, w, h) are in crop px; ``angle`` in degrees,
-    positive = counter-clockwise on screen (OpenCV's convention); ``blur_radius`` is the
-    Gaussian sigma in crop px, as in PIL's ``GaussianBlur(radius)``; 0 means no blur.
+    ``translate`` is in crop px; ``angle`` in degrees, positive = counter-clockwise on screen
+    (OpenCV's convention).
     """
 
     translate: tuple[float, float] = (0.0, 0.0)
     flip: bool = False
     angle: float = 0.0
-    blur_radius: float = 0.0
-    occlusion: tuple[int, int, int, int] | None = None
-    occlusion_color: tuple[int, int, int] = (0, 0, 0)
 
 
 def sample_augmentation(rng: np.random.Generator, cfg: AugmentConfig,
                         out_size: int = 256) -> AugmentParams:
-    """Draw one sample's augmentation in the published order, each with its probability."""
+    """Draw one sample's geometry in the published order, each with its probability."""
     if not cfg.enabled:
         return AugmentParams()
     px = out_size / cfg.reference_size
@@ -171,13 +171,7 @@ def sample_augmentation(rng: np.random.Generator, cfg: AugmentConfig,
     angle = 0.0
     if rng.random() < cfg.rotate_prob:
         angle = float(rng.uniform(-cfg.rotate_deg, cfg.rotate_deg))
-    blur = 0.0
-    if rng.random() < cfg.blur_prob:
-        blur = float(rng.uniform(0.0, cfg.blur_radius)) * px
-    occlusion, color = None, (0, 0, 0)
-    if rng.random() < cfg.occlusion_prob:
-        occlusion, color = _sample_rectangle(rng, out_size, out_size, cfg.occlusion_fraction)
-    return AugmentParams(translate, flip, angle, blur, occlusion, color)
+    return AugmentParams(translate, flip, angle)
 
 
 def compose(crop: np.ndarray, augment: AugmentParams | None = None,
@@ -230,49 +224,10 @@ def warp_image(image: np.ndarray, matrix: np.ndarray, out_size: int) -> np.ndarr
                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
-def apply_blur(image: np.ndarray, radius: float) -> np.ndarray:
-    """Gaussian blur with sigma ``radius`` (PIL's GaussianBlur meaning); 0 returns the input."""
-    if radius <= 0:
-        return image
-    return cv2.GaussianBlur(image, (0, 0), sigmaX=radius, sigmaY=radius,
-                            borderType=cv2.BORDER_REPLICATE)
-
-
-def _sample_rectangle(rng: np.random.Generator, height: int, width: int, fraction: float
-                      ) -> tuple[tuple[int, int, int, int], tuple[int, int, int]]:
-    w = int(rng.integers(1, max(1, int(fraction * width)) + 1))
-    h = int(rng.integers(1, max(1, int(fraction * height)) + 1))
-    x0 = int(rng.integers(0, width - w + 1))
-    y0 = int(rng.integers(0, height - h + 1))
-    r, g, b = (int(c) for c in rng.integers(0, 256, size=3))
-    return (x0, y0, w, h), (r, g, b)
-
-
-def apply_occlusion(image: np.ndarray, rng: np.random.Generator | None = None, *,
-                    rect: tuple[int, int, int, int] | None = None,
-                    color: Sequence[int] | None = None,
-                    max_fraction: float = 0.4) -> np.ndarray:
-    """Paint one solid rectangle (x0, y0, w, h); sampled from ``rng`` when not given.
-
-    Sampled rectangles are up to ``max_fraction`` of each side, fully inside the image, in a
-    uniformly random colour. Returns a copy.
-    """
-    if rect is None:
-        if rng is None:
-            raise ValueError("apply_occlusion needs either rect or rng")
-        rect, sampled = _sample_rectangle(rng, image.shape[0], image.shape[1], max_fraction)
-        color = sampled if color is None else color
-    x0, y0, w, h = rect
-    out = image.copy()
-    channels = 1 if out.ndim == 2 else out.shape[2]
-    fill = list(color if color is not None else (0, 0, 0))[:channels]
-    out[y0:y0 + h, x0:x0 + w] = fill if channels > 1 else fill[0]
-    return out
-
-
 # -- the one call data modules make -----------------------------------------------------------
 class FaceTransform:
-    """Image + landmarks -> network crop: protocol box, augmentation, one warp, flip renaming.
+    """Image + landmarks -> network crop: protocol box, augmentation, one warp, flip renaming,
+    then the pixel-level ``photometric`` list on the crop.
 
     Args:
         protocol: one of :data:`CROP_PROTOCOLS` — always explicit, never implicit.
@@ -305,6 +260,8 @@ class FaceTransform:
         self.factor = factor
         self.augment = augment
         self.flip_index = None if flip_map is None else np.asarray(flip_map, dtype=np.int64)
+        self.photometric = Photometric(augment.photometric) \
+            if augment.enabled and augment.photometric else None
 
     def __call__(self, image: np.ndarray, landmarks: np.ndarray | FaceRecord,
                  rng: np.random.Generator | None = None, *,
@@ -317,7 +274,8 @@ class FaceTransform:
         box, centre, scale, visibility and source (explicit keywords win). Returns ``image``
         (S, S, 3) uint8, ``landmarks`` (N, 2) float32 crop px (renamed if flipped),
         ``matrix`` (2, 3) float64 image px -> crop px, ``flipped`` bool, and ``visible`` (N,)
-        bool (renamed) when known. ``params`` overrides sampling.
+        bool (renamed) when known. ``params`` overrides the geometric draws; the photometric
+        list always draws from ``rng``, after the geometry (so one seed fixes both).
         """
         if isinstance(landmarks, FaceRecord):
             record = landmarks
@@ -330,9 +288,10 @@ class FaceTransform:
         landmarks = np.asarray(landmarks, dtype=np.float64)
         cx, cy, side = crop_box(landmarks, self.protocol, box=box, center=center, scale=scale,
                                 factor=self.factor, source=source)
+        if rng is None and (self.photometric is not None
+                            or (params is None and self.augment.enabled)):
+            raise ValueError("augmentation is enabled but no rng was given")
         if params is None:
-            if self.augment.enabled and rng is None:
-                raise ValueError("augmentation is enabled but no rng was given")
             params = sample_augmentation(rng, self.augment, self.out_size) \
                 if self.augment.enabled else AugmentParams()
         matrix = compose(crop_matrix(cx, cy, side, self.out_size), params, self.out_size)
@@ -344,9 +303,8 @@ class FaceTransform:
         elif image.shape[2] == 4:  # drop alpha
             image = image[:, :, :3]
         crop = warp_image(np.ascontiguousarray(image), matrix, self.out_size)
-        crop = apply_blur(crop, params.blur_radius)
-        if params.occlusion is not None:
-            crop = apply_occlusion(crop, rect=params.occlusion, color=params.occlusion_color)
+        if self.photometric is not None:
+            crop = self.photometric(crop, rng)
 
         points = apply_to_landmarks(matrix, landmarks)
         if params.flip:
