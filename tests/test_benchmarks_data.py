@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -28,7 +29,7 @@ from hih_lightning.data.benchmarks import (
     WFLWDataModule,
 )
 from hih_lightning.data.metainfo import get_meta
-from hih_lightning.module import crop_to_image
+from hih_lightning.module import HIHLitModule, crop_to_image
 from hih_lightning.prepare import main as prepare_main
 from hih_lightning.prepare import write_cache
 
@@ -54,8 +55,10 @@ def _image(path: Path, rng: np.random.Generator) -> None:
     cv2.imwrite(str(path), rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
 
 
-def make_wflw(root: Path, faces: int = 4, seed: int = 0) -> Path:
-    """root/WFLW_annotations/.../list_98pt_rect_attr_{train,test}.txt + root/WFLW_images."""
+def make_wflw(root: Path, faces: int = 4, seed: int = 0, truth: list | None = None) -> Path:
+    """root/WFLW_annotations/.../list_98pt_rect_attr_{train,test}.txt + root/WFLW_images.
+
+    ``truth``, if given, receives (landmarks as written, attribute flags) of each test face."""
     rng = np.random.default_rng(seed)
     (root / WFLW_LISTS).mkdir(parents=True)
     for split in ("train", "test"):
@@ -68,6 +71,8 @@ def make_wflw(root: Path, faces: int = 4, seed: int = 0) -> Path:
             attrs = [int(i % 2 == 0)] * 6 if split == "test" else [0] * 6
             attrs[i % 6] = 1
             fields = [f"{v:.6f}" for v in pts.ravel()] + [f"{v:.0f}" for v in rect]
+            if split == "test" and truth is not None:
+                truth.append((np.array(fields[:196], float).reshape(98, 2), attrs))
             lines.append(" ".join(fields + [str(a) for a in attrs] + [name]))
         (root / WFLW_LISTS / f"list_98pt_rect_attr_{split}.txt").write_text("\n".join(lines))
     return root
@@ -76,39 +81,52 @@ def make_wflw(root: Path, faces: int = 4, seed: int = 0) -> Path:
 W300_FOLDERS = ("afw", "helen/trainset", "lfpw/trainset", "helen/testset", "lfpw/testset", "ibug")
 
 
-def make_300w(root: Path, seed: int = 0) -> Path:
-    """iBUG folders, two faces each, ``.pts`` (1-based) beside a PNG."""
+def make_300w(root: Path, seed: int = 0, truth: list | None = None) -> Path:
+    """iBUG folders, two faces each, ``.pts`` (1-based) beside a PNG.
+
+    ``truth``, if given, receives (folder, 0-based landmarks as written) of every face."""
     rng = np.random.default_rng(seed)
     for folder in W300_FOLDERS:
         for i in range(2):
             stem = root / folder / f"face_{i}"
             _image(stem.with_suffix(".png"), rng)
-            body = "\n".join(f"{x + 1:.3f} {y + 1:.3f}" for x, y in _face(rng, 68))
+            pts = np.round(_face(rng, 68) + 1, 3)
+            if truth is not None:
+                truth.append((folder, pts - 1))
+            body = "\n".join(f"{x:.3f} {y:.3f}" for x, y in pts)
             stem.with_suffix(".pts").write_text(f"version: 1\nn_points: 68\n{{\n{body}\n}}\n")
     return root
 
 
-def make_cofw(root: Path, faces: int = 4, seed: int = 0) -> Path:
-    """Official-style v7.3 COFW_{train,test}_color.mat, images inside."""
+def make_cofw(root: Path, faces: int = 4, seed: int = 0, truth: list | None = None) -> Path:
+    """Official-style v7.3 COFW_{train,test}_color.mat, images inside.
+
+    ``truth``, if given, receives the 0-based landmarks of each test face."""
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
     for name, keys in (("COFW_train_color.mat", ("IsTr", "bboxesTr", "phisTr")),
                        ("COFW_test_color.mat", ("IsT", "bboxesT", "phisT"))):
         images = [rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8) for _ in range(faces)]
         pts = [_face(rng, 29) + 1 for _ in range(faces)]  # 1-based in the .mat
+        if name.startswith("COFW_test") and truth is not None:
+            truth.extend(p - 1 for p in pts)
         phis = np.stack([np.r_[p[:, 0], p[:, 1], rng.integers(0, 2, 29)] for p in pts])
         boxes = np.stack([np.r_[p.min(0) - 2, p.max(0) - p.min(0) + 4] for p in pts])
         _write_v73(root / name, images, phis.astype(float), boxes, keys=keys)
     return root
 
 
-def make_coco(root: Path, faces: int = 3, seed: int = 0) -> Path:
-    """A COCO keypoint JSON (mmpose style, 0-based, v=2) with 98-point faces."""
+def make_coco(root: Path, faces: int = 3, seed: int = 0, truth: list | None = None) -> Path:
+    """A COCO keypoint JSON (mmpose style, 0-based, v=2) with 98-point faces.
+
+    ``truth``, if given, receives the landmarks of each face."""
     rng = np.random.default_rng(seed)
     images, anns = [], []
     for i in range(faces):
         _image(root / f"img{i}.jpg", rng)
         pts = _face(rng, 98)
+        if truth is not None:
+            truth.append(pts)
         images.append({"id": i, "file_name": f"img{i}.jpg"})
         kp = np.c_[pts, np.full(98, 2.0)].ravel().tolist()
         lo, hi = pts.min(0), pts.max(0)
@@ -131,57 +149,125 @@ def compose_train(tmp_path: Path, *overrides: str) -> DictConfig:
             *overrides])
 
 
-def _fast_dev_run(tmp_path: Path, *overrides: str) -> dict[str, float]:
+def _fast_dev_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *overrides: str
+                  ) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """train.run on the real configs; returns its metrics and what the test loop saw: the
+    predictions and ground truth of every test face in original-image px, (F, N, 2)."""
+    seen: dict[str, list] = {"preds": [], "truth": []}
+    test_step = HIHLitModule.test_step
+
+    def recording_test_step(module, batch, batch_idx):
+        seen["preds"].append(module.predict_step(batch, batch_idx).detach().cpu())
+        seen["truth"].append(batch["landmarks_image"].cpu())
+        return test_step(module, batch, batch_idx)
+
+    monkeypatch.setattr(HIHLitModule, "test_step", recording_test_step)
     metrics = train.run(compose_train(tmp_path, *overrides))
-    assert math.isfinite(metrics["test/nme"])
     assert (tmp_path / "out" / "metrics.md").is_file()
-    return metrics
+    return (metrics, torch.cat(seen["preds"]).double().numpy(),
+            torch.cat(seen["truth"]).double().numpy())
 
 
-def test_wflw_fast_dev_run(tmp_path: Path) -> None:
-    root = make_wflw(tmp_path / "WFLW")
-    metrics = _fast_dev_run(tmp_path, "data=wflw", f"paths.data_dir={tmp_path}")
-    for subset in get_meta("wflw").subsets:  # the 6 attribute subsets come out of one run
-        assert f"test/{subset}/nme" in metrics
+def _nme(preds: np.ndarray, truth: np.ndarray, pair: tuple[int, int]) -> np.ndarray:
+    """Per-face NME by hand: mean point error / distance of the pair's two true points."""
+    error = np.linalg.norm(preds - truth, axis=-1).mean(axis=1)
+    return error / np.linalg.norm(truth[:, pair[0]] - truth[:, pair[1]], axis=-1)
+
+
+def _match(truth: np.ndarray, written: list[np.ndarray], atol: float) -> list[int]:
+    """Index into ``written`` of each face the test loop saw (each written face once)."""
+    order = [int(np.argmin([np.abs(t - w).max() for w in written])) for t in truth]
+    for t, i in zip(truth, order, strict=True):
+        np.testing.assert_allclose(t, written[i], rtol=0, atol=atol)
+    assert sorted(order) == list(range(len(written)))
+    return order
+
+
+def test_wflw_fast_dev_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    written: list = []
+    root = make_wflw(tmp_path / "WFLW", truth=written)
+    metrics, preds, truth = _fast_dev_run(tmp_path, monkeypatch, "data=wflw",
+                                          f"paths.data_dir={tmp_path}")
+    assert len(truth) == 4  # every test face, once
+    order = _match(truth, [pts for pts, _ in written], atol=1e-6)
+    nme = _nme(preds, truth, (60, 72))
+    assert metrics["test/nme"] == pytest.approx(nme.mean(), rel=1e-6)
+    # the 6 attribute subsets come out of the same run, each over the faces flagged for it
+    flags = np.array([written[i][1] for i in order])
+    for k, subset in enumerate(get_meta("wflw").subsets):
+        assert metrics[f"test/{subset}/nme"] == pytest.approx(nme[flags[:, k] == 1].mean(),
+                                                              rel=1e-6), subset
     dm = WFLWDataModule(root=root, image_size=128)
     dm.setup("test")
     rec = dm.datasets["test"].source.record(0)
     assert rec.box is not None and rec.attributes.tolist() == [1, 1, 1, 1, 1, 1]
 
 
-def test_300w_fast_dev_run_reports_common_and_challenging(tmp_path: Path) -> None:
-    make_300w(tmp_path / "300W")
-    metrics = _fast_dev_run(tmp_path, "data=300w", f"paths.data_dir={tmp_path}")
-    assert {"test/common/nme", "test/challenging/nme"} <= set(metrics)
+def test_300w_fast_dev_run_reports_common_and_challenging(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    written: list = []
+    make_300w(tmp_path / "300W", truth=written)
+    metrics, preds, truth = _fast_dev_run(tmp_path, monkeypatch, "data=300w",
+                                          f"paths.data_dir={tmp_path}")
+    # the full test set: helen/testset + lfpw/testset (common) + ibug (challenging)
+    test_faces = [(folder, pts) for folder, pts in written
+                  if folder in ("helen/testset", "lfpw/testset", "ibug")]
+    assert len(truth) == 6
+    order = _match(truth, [pts for _, pts in test_faces], atol=1e-9)
+    folders = np.array([test_faces[i][0] for i in order])
+    nme = _nme(preds, truth, (36, 45))
+    assert metrics["test/nme"] == pytest.approx(nme.mean(), rel=1e-6)
+    assert metrics["test/common/nme"] == pytest.approx(nme[folders != "ibug"].mean(), rel=1e-6)
+    assert metrics["test/challenging/nme"] == pytest.approx(nme[folders == "ibug"].mean(),
+                                                            rel=1e-6)
     dm = W300DataModule(root=tmp_path / "300W", test_split="challenging", image_size=128)
     dm.setup("test")
     assert len(dm.datasets["test"]) == 2  # ibug only
 
 
-def test_cofw_fast_dev_run(tmp_path: Path) -> None:
-    make_cofw(tmp_path / "COFW")
-    metrics = _fast_dev_run(tmp_path, "data=cofw", f"paths.data_dir={tmp_path}",
-                            "data.crop_protocol=dataset_box")
-    assert "test/nme_ip" in metrics
+def test_cofw_fast_dev_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    written: list = []
+    make_cofw(tmp_path / "COFW", truth=written)
+    metrics, preds, truth = _fast_dev_run(tmp_path, monkeypatch, "data=cofw",
+                                          f"paths.data_dir={tmp_path}",
+                                          "data.crop_protocol=dataset_box")
+    assert len(truth) == 4
+    _match(truth, written, atol=1e-9)
+    # every point counts, occluded ones too; inter-ocular (8, 9) and inter-pupil (16, 17)
+    assert metrics["test/nme"] == pytest.approx(_nme(preds, truth, (8, 9)).mean(), rel=1e-6)
+    assert metrics["test/nme_ip"] == pytest.approx(_nme(preds, truth, (16, 17)).mean(),
+                                                   rel=1e-6)
     dm = COFWDataModule(root=tmp_path / "COFW", image_size=128)
     dm.setup("fit")
     assert dm.datasets["train"].source.images is not None  # in memory, from the .mat
 
 
-def test_filelist_coco_fast_dev_run(tmp_path: Path) -> None:
-    path = make_coco(tmp_path / "coco")
-    _fast_dev_run(tmp_path, "data=filelist", f"data.train={path}", f"data.test={path}")
+def test_filelist_coco_fast_dev_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    written: list = []
+    path = make_coco(tmp_path / "coco", truth=written)
+    metrics, preds, truth = _fast_dev_run(tmp_path, monkeypatch, "data=filelist",
+                                          f"data.train={path}", f"data.test={path}")
+    assert len(truth) == 3
+    _match(truth, written, atol=1e-9)
+    assert metrics["test/nme"] == pytest.approx(_nme(preds, truth, (60, 72)).mean(), rel=1e-6)
 
 
-def test_cache_prepare_then_train(tmp_path: Path) -> None:
+def test_cache_prepare_then_train(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """hih-prepare writes the cache from the same overrides; training reads only the cache."""
-    make_wflw(tmp_path / "WFLW")
+    written: list = []
+    make_wflw(tmp_path / "WFLW", truth=written)
     cache = tmp_path / "cache"
     common = ["data=wflw", f"paths.data_dir={tmp_path}", "model=hih_cpu"]
     prepare_main([*common, f"data.cache_dir={cache}", "data.num_workers=0"])
     info = json.loads((cache / "cache.json").read_text())
     assert info["splits"] == {"train": 4, "test": 4} and info["aliases"] == {"val": "test"}
-    _fast_dev_run(tmp_path, *common, f"data.cache_dir={cache}")
+    # the originals are gone: the run below can only have read the cache
+    shutil.rmtree(tmp_path / "WFLW")
+    metrics, preds, truth = _fast_dev_run(tmp_path, monkeypatch, *common,
+                                          f"data.cache_dir={cache}")
+    assert len(truth) == 4
+    _match(truth, [pts for pts, _ in written], atol=1e-6)
+    assert metrics["test/nme"] == pytest.approx(_nme(preds, truth, (60, 72)).mean(), rel=1e-6)
     # a cache made for other settings is refused, naming the mismatch
     with pytest.raises(ConfigError, match="image_size"):
         train.run(compose_train(tmp_path, *common, f"data.cache_dir={cache}",
