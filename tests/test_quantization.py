@@ -3,6 +3,8 @@ numpy on the real 300W public test set, sanity orderings, outputs and clear path
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 import json
 import math
 import re
@@ -78,16 +80,22 @@ def test_argmax_round_and_hih_by_hand() -> None:
 
 
 # ------------------------------------------------------------------ the real 300W test set
-def _numpy_argmax_nme(landmarks: np.ndarray, centre: np.ndarray, side: np.ndarray,
-                      rounding: str, size: int = 64) -> float:
-    """Plain numpy: crop = s (x - c + side/2) - 0.5, p = crop / stride, quantize, invert."""
+def _numpy_argmax_errors(landmarks: np.ndarray, centre: np.ndarray, side: np.ndarray,
+                         rounding: str, size: int = 64) -> np.ndarray:
+    """Plain numpy: crop = s (x - c + side/2) - 0.5, p = crop / stride, quantize, invert;
+    per-face NME (fraction)."""
     stride, s = 256 / size, 256 / side[:, None, None]
     corner = centre[:, None, :] - side[:, None, None] / 2
     p = (s * (landmarks - corner) - 0.5) / stride
     q = np.clip(np.floor(p + 0.5) if rounding == "round" else np.floor(p), 0, size - 1)
     back = (q * stride + 0.5) / s + corner
     error = np.linalg.norm(back - landmarks, axis=-1).mean(axis=1)
-    return float((error / np.linalg.norm(landmarks[:, 36] - landmarks[:, 45], axis=-1)).mean())
+    return error / np.linalg.norm(landmarks[:, 36] - landmarks[:, 45], axis=-1)
+
+
+def _numpy_argmax_nme(landmarks: np.ndarray, centre: np.ndarray, side: np.ndarray,
+                      rounding: str, size: int = 64) -> float:
+    return float(_numpy_argmax_errors(landmarks, centre, side, rounding, size).mean())
 
 
 @pytest.fixture(scope="module")
@@ -127,18 +135,55 @@ def test_300w_argmax_matches_plain_numpy(shared_data: Path, w300_quant) -> None:
     assert not any(p == "dataset_box" for p, _ in results)
 
 
-def test_outputs_written(w300_quant) -> None:
-    _, out = w300_quant
+def test_outputs_written(shared_data: Path, w300_quant) -> None:
+    results, out = w300_quant
     data = json.loads((out / "quantization.json").read_text())
-    assert data["provenance"]["commit"] and len(data["results"]) == 4
+    assert data["provenance"]["commit"]
     assert any("dataset_box" in s for s in data["skipped"])
-    row = data["results"][0]
-    assert set(row["subsets"]) == {"common", "challenging"}
-    comparison = data["paper_comparison"]
-    assert {r["crop"] for r in comparison} == {"gt_box x1.2", "center_scale x1.25"}
-    assert all(r["paper"] == 1.11 for r in comparison)
+    # the JSON rows are run()'s results, every field
+    rows = {(row["protocol"], row["decoder"]): row for row in data["results"]}
+    assert len(data["results"]) == 4 and set(rows) == set(results)
+    for key, result in results.items():
+        assert rows[key] == dataclasses.asdict(result), key
+    # subsets: 300W's challenging faces are ibug's 135, the common ones the other 554
+    with (shared_data / W300_PUBLIC).open() as f:
+        names = [row[0] for row in list(csv.reader(f))[1:]]
+    ibug = np.array([name.startswith("ibug/") for name in names])
+    assert ibug.sum() == 135
+    table = np.loadtxt(shared_data / W300_PUBLIC, delimiter=",", skiprows=1,
+                       usecols=range(1, 140))
+    landmarks = table[:, 3:].reshape(-1, 68, 2) - 1.0
+    lo, hi = landmarks.min(axis=1), landmarks.max(axis=1)
+    for rounding in ("round", "floor"):
+        errors = 100 * _numpy_argmax_errors(landmarks, (lo + hi) / 2,
+                                            1.2 * (hi - lo).max(axis=1), rounding)
+        subsets = rows[("gt_box", f"argmax_{rounding}")]["subsets"]
+        assert subsets == pytest.approx({"common": errors[~ibug].mean(),
+                                         "challenging": errors[ibug].mean()}, abs=1e-9)
+    # the markdown table shows the same numbers, rounded as printed
     text = (out / "quantization.md").read_text()
-    assert "| 300w | 689 | gt_box x1.2 |" in text and "paper Fig. 4" in text
+    cells = {}
+    for line in text.splitlines():
+        parts = [c.strip() for c in line.strip("|").split("|")]
+        if len(parts) == 6 and parts[0] == "300w":  # dataset | faces | crop | outside | dec | 64
+            cells[(parts[2], parts[4])] = parts
+    assert len(cells) == 4
+    labels = {"gt_box": "gt_box x1.2", "center_scale": "center_scale x1.25"}
+    for (protocol, decoder), row in rows.items():
+        printed = cells[(labels[protocol], decoder)]
+        assert printed[1] == str(row["faces"]) == "689"
+        assert printed[3] == f"{row['outside'] * 100:.2f}"
+        assert printed[5] == f"{row['nme']:.3f}"
+    # against the paper: argmax (round) rows, the measured NME and its difference to 1.11
+    comparison = data["paper_comparison"]
+    assert {r["crop"] for r in comparison} == set(labels.values())
+    for r in comparison:
+        protocol = r["crop"].split()[0]
+        assert r["paper"] == 1.11 and r["nme"] == rows[(protocol, "argmax_round")]["nme"]
+        assert r["difference"] == pytest.approx(r["nme"] - 1.11, abs=1e-12)
+        assert (f"| 300w | 689 | {r['crop']} | {r['nme']:.3f} | 1.11 | "
+                f"{r['nme'] - 1.11:+.3f} |") in text
+    assert "paper Fig. 4" in text
     assert (out / "quantization.png").stat().st_size > 10_000
 
 
