@@ -35,9 +35,11 @@ lint: install
 bench: install
 	$(BIN)/python benchmarks/bench_codecs.py
 
-# Quantization NME of every decoder on the real annotation files (../shared/data), no network
+# Quantization NME of every decoder on the real annotation files (../shared/data), no network.
+# Writes under logs/quant/; `make quant UPDATE=1` rewrites the committed experiments/quantization.
+UPDATE ?=
 quant: install
-	$(BIN)/hih-quant paths.output_dir=experiments/quantization
+	$(BIN)/hih-quant $(if $(UPDATE),paths.output_dir=experiments/quantization)
 
 # -- Reproduce the paper on an official benchmark --------------------------------------------
 #   make reproduce-wflw DATA_DIR=/data   (/data holds WFLW/, 300W/, COFW/ as downloaded)

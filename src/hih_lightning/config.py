@@ -30,7 +30,12 @@ def instantiate_node(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
     try:
         return instantiate(node, **kwargs)
     except (InstantiationException, TypeError, ValueError, KeyError) as err:
-        raise ConfigError(f"config key '{key}' could not be built: {err}") from err
+        # Hydra wraps the constructor's own error in a traceback-like text: name that one
+        cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ \
+            else err
+        if isinstance(cause, OSError):  # a missing or unreadable data file: its own message
+            raise cause from None
+        raise ConfigError(f"config key '{key}' could not be built: {cause}") from err
 
 
 def find_last_checkpoint(log_dir: str | Path, task: str = "train") -> Path:

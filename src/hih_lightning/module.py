@@ -277,7 +277,9 @@ class HIHLitModule(L.LightningModule):
             for name, metric in self.diag_metrics[stage].items():
                 values[f"{stage}/{name}"] = float(metric.compute())
                 metric.reset()
-        self.log_dict(values, sync_dist=False)  # already reduced across processes
+        # Already reduced across processes, so equal on all of them: their mean is the value
+        # itself (exactly), and saying sync_dist spares one Lightning warning per key in DDP.
+        self.log_dict(values, sync_dist=True)
         return values
 
     def on_validation_epoch_end(self) -> None:

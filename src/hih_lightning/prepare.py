@@ -223,12 +223,36 @@ class CachedFaceDataset(FaceDataset):
 
 def main(argv: list[str] | None = None) -> None:
     """``hih-prepare <hydra overrides>``: same overrides as hih-train plus data.cache_dir."""
+    from hih_lightning.run_folder import user_errors
+
+    overrides = list(sys.argv[1:] if argv is None else argv)
+    if {"-h", "--help"} & set(overrides):
+        print(PREPARE_HELP)
+        return
+    with user_errors("hih-prepare", None):
+        _prepare(overrides)
+
+
+PREPARE_HELP = """hih-prepare: decode and crop every face of a benchmark once into
+data.cache_dir, so training reads small fixed-size arrays instead of decoding full-size
+JPEGs each epoch.
+Takes the same overrides as hih-train (data=..., experiment=...) plus data.cache_dir.
+
+Main options:
+  data=wflw|300w|cofw   data.root=<benchmark folder> (or paths.data_dir=<folder holding it>)
+  data.cache_dir=<folder to write>   data.cache_context=1.25   data.num_workers=N
+
+Example:
+  hih-prepare data=wflw data.root=/data/WFLW data.cache_dir=/fast/wflw_cache
+  hih-train experiment=wflw_hih_b data.cache_dir=/fast/wflw_cache"""
+
+
+def _prepare(overrides: list[str]) -> None:
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
     from hih_lightning.config import CONFIG_DIR
 
-    overrides = list(sys.argv[1:] if argv is None else argv)
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     cache_dir = cfg.data.get("cache_dir")

@@ -59,6 +59,24 @@ def results_table(results: dict[str, float], meta: DatasetMeta, variant: str | N
     return "\n".join(lines)
 
 
+_COLUMNS = {
+    "NME": "mean landmark error over the inter-ocular distance (outer eye corners), per face",
+    "NME-IP": "the same over the inter-pupil distance (eye centres)",
+    "FR@0.1": "failure rate: faces whose NME exceeds 10 %",
+    "AUC@0.1": "area under the cumulative error curve up to NME 10 %, scaled to 0..1 "
+               "(1 = every face exact)",
+    "FR-IP": "failure rate on NME-IP",
+    "paper NME": "the HIH paper's NME for this dataset, variant and subset ('-': none)",
+}
+
+
+def columns_legend(table: str) -> str:
+    """One line per column of ``table`` saying what it measures."""
+    header = table.split("\n", 1)[0]
+    return "\n".join(f"- {name}: {text}" for name, text in _COLUMNS.items()
+                      if f"| {name} " in header)
+
+
 def write_run_report(model: Any, datamodule: Any, trainer: Any, out_dir: Path,
                      cfg: Any | None = None) -> dict[str, Path]:
     """Write metrics.{md,json}, ced.png and predictions.png into ``out_dir``; print the table;
@@ -72,9 +90,12 @@ def write_run_report(model: Any, datamodule: Any, trainer: Any, out_dir: Path,
     paths = {"json": out_dir / "metrics.json", "markdown": out_dir / "metrics.md"}
     paths["json"].write_text(json.dumps({"dataset": model.meta.name, "variant": variant,
                                          "metrics": results}, indent=2))
-    title = f"# Test results: {model.meta.name}" + (f", {variant}" if variant else "")
-    paths["markdown"].write_text(f"{title}\n\n{table}\n")
-    print(f"\n{title}\n\n{table}\n", flush=True)
+    codec = type(getattr(model, "codec", None)).__name__.removesuffix("Codec")
+    title = (f"# Test results: {model.meta.name}" + (f", {variant}" if variant else "")
+             + (f", {codec} decoding" if codec != "NoneType" else ""))
+    legend = columns_legend(table)
+    paths["markdown"].write_text(f"{title}\n\n{table}\n\n{legend}\n")
+    print(f"\n{title}\n\n{table}\n\n{legend}\n", flush=True)
     errors = getattr(model, "test_errors", None)
     if errors is not None and len(errors):
         paths["ced"] = plot_ced({variant or "model": errors}, out_dir / "ced.png")

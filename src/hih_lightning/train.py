@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import hydra
 import lightning as L
+from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from hih_lightning.config import CONFIG_DIR, instantiate_node, resolve_ckpt_path, validate_config
 from hih_lightning.reporting import define_wandb_summaries, write_run_report
+from hih_lightning.run_folder import (
+    is_complete,
+    job_dir,
+    move_job_log,
+    record_resume,
+    saved_metrics,
+    task_overrides,
+    user_errors,
+    with_run_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +36,8 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
                  for name, node in (cfg.get("callbacks") or {}).items() if node is not None]
     loggers = [instantiate_node(cfg, f"logger.{name}")
                for name, node in (cfg.get("logger") or {}).items() if node is not None]
+    if not loggers:  # logger=none: a learning-rate monitor would have nowhere to write
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer = instantiate_node(cfg, "trainer", callbacks=callbacks, logger=loggers or False)
     for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -50,7 +64,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             best = None
             if trainer.checkpoint_callback is not None and not trainer.fast_dev_run:
                 best = trainer.checkpoint_callback.best_model_path or None
-            trainer.test(model, datamodule=datamodule, ckpt_path=best)
+            trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
             metrics.update(scalar_metrics(trainer))
             if trainer.is_global_zero:
                 write_run_report(model, datamodule, trainer, Path(cfg.paths.output_dir), cfg)
@@ -71,9 +85,29 @@ def _finish_wandb(exit_code: int = 0) -> None:
         wandb.finish(exit_code=exit_code)
 
 
+def quiet_lightning() -> None:
+    """Drop Lightning's promotional tips (cloud products) and its own internal deprecation
+    notice (nothing a user can act on) from the console and the log."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        lambda record: not str(record.msg).startswith("\N{ELECTRIC LIGHT BULB} Tip"))
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = run(cfg)
+    quiet_lightning()
+    overrides = task_overrides()
+    with user_errors("hih-train", job_dir()):
+        cfg = with_run_config(cfg, overrides, task="train")
+        here, run_dir = job_dir(), Path(cfg.paths.output_dir)
+        if here is not None and here.resolve() != run_dir.resolve():  # resuming that run
+            move_job_log(here, run_dir)
+            if is_complete(cfg):
+                log.info("run %s is complete (its checkpoint holds the whole budget and its "
+                         "test report exists): nothing to do", run_dir)
+                return saved_metrics(run_dir).get(cfg.get("optimized_metric"))
+            record_resume(cfg, overrides)
+        metrics = run(cfg)
     return metrics.get(cfg.get("optimized_metric"))
 
 

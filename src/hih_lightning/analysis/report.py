@@ -324,7 +324,13 @@ def write_report(sweep_dirs: Path | Sequence[Path], out_dir: Path | None = None,
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point: ``hih-report SWEEP_DIR [--by KEY ...] [--out DIR]``."""
-    parser = argparse.ArgumentParser(prog="hih-report", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="hih-report", description=__doc__.split("\n")[0].split(": ", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="writes report.md (the table), report.csv and report.png (one bar per setting)"
+               "\n\nexamples:\n  hih-report logs/ablations/codec/2025-01-01_12-00-00-000000\n"
+               "  hih-report logs/ablations/decimal_loss/run1 logs/ablations/codec/run1 "
+               "--by model/codec\n  hih-report logs/train/runs   # every single run so far")
     parser.add_argument("sweep_dir", type=Path, nargs="+",
                         help="multirun directories (hydra.sweep.dir), reported as one table")
     parser.add_argument("--by", nargs="+", default=None, metavar="KEY",
