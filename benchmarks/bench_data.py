@@ -3,9 +3,9 @@
 Generates benchmark-sized JPEGs (default 64 of 1024x768, WFLW's typical size) with random
 98-point faces in a WFLW official layout, then times the full training-sample path of one
 worker process (``FaceDataset.__getitem__``: cv2 decode -> crop + augmentation as one warp ->
-blur / occlusion -> tensors), for the original images and for the ``hih-prepare`` cache, and
-compares 8 workers (assumed to scale linearly with CPU cores) with the demand of the training
-step:
+the photometric list (published: blur, occlusion) -> tensors), for the original images and for
+the ``hih-prepare`` cache, and compares 8 workers (assumed to scale linearly with CPU cores)
+with the demand of the training step:
 
 - HIH_B on one H100: an ASSUMED rate (``--gpu-rate`` overrides it): the forward FLOPs
   counted here x3 for a training step, at 15% of the H100's dense bf16 peak (a typical
@@ -13,14 +13,19 @@ step:
   Replace it with a measured rate when a GPU is at hand.
 - hih_cpu on this CPU: MEASURED (forward + backward + Adam step, batch 16, 128 px).
 
-    python benchmarks/bench_data.py                     # markdown table
+A second table times the published photometric list (albumentations, issue #14) against the
+hand-written blur and occlusion it replaced, in the same run on the same 256 px samples.
+
+    python benchmarks/bench_data.py                     # markdown tables
     python benchmarks/bench_data.py --images 32 --seconds 2
+    python benchmarks/bench_data.py --photometric-only  # the second table alone
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -30,6 +35,7 @@ import numpy as np
 import torch
 
 from hih_lightning.data.benchmarks import WFLWDataModule
+from hih_lightning.data.datamodules import FaceDataset
 from hih_lightning.prepare import write_cache
 
 H100_BF16_DENSE = 989e12  # FLOP/s, NVIDIA spec sheet (SXM, dense)
@@ -70,6 +76,52 @@ def per_worker_rate(dataset: torch.utils.data.Dataset, seconds: float) -> float:
         key += 1
         done += 1
     return done / (time.perf_counter() - start)
+
+
+class PreviousPixels:
+    """The pre-#14 hand-written pixel augmentation, kept as this benchmark's baseline only.
+
+    Blur with probability 0.3, sigma U(0, 5) x size / 256 (cv2.GaussianBlur, replicated
+    border), then with probability 0.5 one rectangle of sides 1..int(0.4 size) in a uniformly
+    random colour; drawn from the sample's generator as the published list is.
+    """
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        size = image.shape[0]
+        if rng.random() < 0.3:
+            sigma = float(rng.uniform(0.0, 5.0)) * size / 256
+            image = cv2.GaussianBlur(image, (0, 0), sigmaX=sigma, sigmaY=sigma,
+                                     borderType=cv2.BORDER_REPLICATE)
+        if rng.random() < 0.5:
+            side = max(1, int(0.4 * size))
+            w, h = (int(v) for v in rng.integers(1, side + 1, size=2))
+            x0, y0 = int(rng.integers(0, size - w + 1)), int(rng.integers(0, size - h + 1))
+            image = image.copy()
+            image[y0:y0 + h, x0:x0 + w] = rng.integers(0, 256, size=3)
+        return image
+
+
+def photometric_rates(dataset: FaceDataset, seconds: float, rounds: int = 8
+                      ) -> tuple[float, float]:
+    """Samples/s with the previous pixel code and with the published list, alternating rounds
+    (so drift of a shared machine hits both alike); medians of the rounds."""
+    transform = dataset.transform
+    published = transform.photometric
+    rates: dict[str, list[float]] = {"previous": [], "published": []}
+    for _ in range(rounds):
+        for name, pixels in (("previous", PreviousPixels()), ("published", published)):
+            transform.photometric = pixels
+            rates[name].append(per_worker_rate(dataset, seconds / rounds))
+    transform.photometric = published
+    return statistics.median(rates["previous"]), statistics.median(rates["published"])
+
+
+def print_photometric_table(rows: list[tuple[str, float, float]]) -> None:
+    print("\n| crop | path | previous blur + occlusion (samples/s) | published list, "
+          "albumentations (samples/s) | ratio (target >= 0.9) |")
+    print("|---|---|---|---|---|")
+    for path, before, after in rows:
+        print(f"| 256 | {path} | {before:.0f} | {after:.0f} | {after / before:.2f} |")
 
 
 def hih_b_forward_flops() -> float:
@@ -121,6 +173,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--gpu-rate", type=float, default=None,
                         help="HIH_B images/s on the GPU (default: derived assumption)")
+    parser.add_argument("--photometric-only", action="store_true",
+                        help="only the previous-vs-published photometric table")
     args = parser.parse_args()
     torch.set_num_threads(1)  # a data-loader worker runs single-threaded
     cv2.setNumThreads(1)
@@ -128,17 +182,25 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "WFLW"
         make_images(root, args.images, args.width, args.height)
-        rows = []
-        for size in (256, 128):
+        rows, photometric_rows = [], []
+        for size in (256,) if args.photometric_only else (256, 128):
             dm = WFLWDataModule(root=root, image_size=size, num_workers=0)
             dm.setup("fit")
-            fly = per_worker_rate(dm.datasets["train"], args.seconds)
             write_cache(dm, Path(tmp) / f"cache{size}")
             cached = WFLWDataModule(root=root, image_size=size, num_workers=0,
                                     cache_dir=Path(tmp) / f"cache{size}")
             cached.setup("fit")
-            hit = per_worker_rate(cached.datasets["train"], args.seconds)
-            rows.append((size, fly, hit))
+            if size == 256:
+                for path, data in (("on the fly", dm), ("hih-prepare cache", cached)):
+                    photometric_rows.append((path, *photometric_rates(data.datasets["train"],
+                                                                      args.seconds)))
+            if not args.photometric_only:
+                fly = per_worker_rate(dm.datasets["train"], args.seconds)
+                hit = per_worker_rate(cached.datasets["train"], args.seconds)
+                rows.append((size, fly, hit))
+    print_photometric_table(photometric_rows)
+    if args.photometric_only:
+        return
 
     torch.set_num_threads(os.cpu_count() or 1)
     flops = hih_b_forward_flops()
