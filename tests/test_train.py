@@ -34,9 +34,14 @@ def test_fast_dev_run_fit_validate_test(compose_cfg):
     assert {"test/nme", "test/fr", "test/auc", "test/pose/nme"} <= set(metrics)
     assert 0 < metrics["test/nme"] < 10
     # HIH's validation and test also score the decimal head (accuracy) and the integer-only
-    # decode; the test values reach the run report that hih-report reads
+    # decode; the test values reach the run report that hih-report reads. fast_dev_run
+    # scores one batch of each: the accuracy is a count of hits over faces x landmarks.
+    scored = cfg.data.eval_batch_size * cfg.data.num_landmarks
+    assert scored == 32 * 98
     for stage in ("val", "test"):
-        assert 0 <= metrics[f"{stage}/decimal_acc"] <= 1 and metrics[f"{stage}/nme_integer"] > 0
+        hits = metrics[f"{stage}/decimal_acc"] * scored
+        assert 0 <= hits <= scored and abs(hits - round(hits)) < 1e-3, (stage, hits)
+        assert metrics[f"{stage}/nme_integer"] > 0
 
 
 @pytest.mark.parametrize("codec", ["argmax", "quarter", "dark", "soft_argmax", "hih_mse",
@@ -52,16 +57,48 @@ def test_baselines_train_one_step(compose_cfg, codec):
     assert ("test/nme_integer" in metrics) == decimal_head
 
 
+def _markdown_rows(text: str) -> list[dict[str, str]]:
+    """The first markdown table of ``text`` as one {column: cell} dict per row."""
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert set(lines[1]) <= set("|-:")
+    rows = []
+    for line in lines[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) != len(header):
+            break
+        rows.append(dict(zip(header, cells, strict=True)))
+    return rows
+
+
 def test_run_writes_report_files(compose_cfg, tmp_path):
     cfg = compose_cfg("trainer.max_epochs=1")
-    run(cfg)
+    metrics = run(cfg)
     out = Path(cfg.paths.output_dir)
     report = json.loads((out / "metrics.json").read_text())
-    assert report["metrics"]["test/nme"] > 0
-    table = (out / "metrics.md").read_text()
-    assert "| full |" in table and "NME (%)" in table
+    results = report["metrics"]
+    assert results["test/nme"] > 0
+    # run()'s return holds the same values (logged as float32)
+    assert results == pytest.approx({k: metrics[k] for k in results}, rel=1e-6)
+    # the table prints metrics.json: NME and FR in %, 2 decimals; AUC as a fraction, 4
+    rows = {row["subset"]: row for row in _markdown_rows((out / "metrics.md").read_text())}
+    subsets = [name for name in ("pose", "expression", "illumination", "makeup", "occlusion",
+                                 "blur") if f"test/{name}/nme" in results]
+    assert list(rows) == ["full", *subsets]
+    for name, row in rows.items():
+        prefix = "test/" if name == "full" else f"test/{name}/"
+        assert row["NME (%)"] == f"{100 * results[prefix + 'nme']:.2f}", name
+        assert row["FR@0.1 (%)"] == f"{100 * results[prefix + 'fr']:.2f}", name
+        assert row["AUC@0.1"] == f"{results[prefix + 'auc']:.4f}", name
     for name in ("ced.png", "predictions.png", "checkpoints/last.ckpt"):
         assert (out / name).stat().st_size > 0, name
+    # The one epoch's weights, reloaded from last.ckpt into a freshly built model, score the
+    # same test NME (the run tested the best checkpoint: with one epoch, the same weights).
+    datamodule, model, trainer = build(compose_cfg("trainer.max_epochs=1", "callbacks=none",
+                                                   "logger=none"))
+    trainer.test(model, datamodule=datamodule, ckpt_path=str(out / "checkpoints" / "last.ckpt"),
+                 verbose=False)
+    assert model.test_results["test/nme"] == pytest.approx(results["test/nme"], rel=1e-12)
 
 
 def test_wrong_config_key_fails_at_start_naming_it(compose_cfg):
@@ -109,6 +146,7 @@ def test_nan_loss_stops_with_the_step_number(compose_cfg):
         run(cfg)
 
 
+@pytest.mark.slow
 def test_resume_from_last_continues_epochs_and_optimizer(compose_cfg, tmp_path):
     first = compose_cfg("trainer.max_epochs=1", "test=false")
     run(first)
