@@ -1,0 +1,256 @@
+"""Landmarks on any photo: face box -> benchmark crop -> network -> landmarks in image pixels.
+
+The network runs on exactly what it was trained and tested on: a square crop of side
+``crop_factor`` x the box's longer side, centred on the box (the ``dataset_box`` protocol of
+:mod:`hih_lightning.data.transforms`), resampled by the same affine warp. Boxes come from the
+caller (a box file) or from the Haar face detector; a detector box covers brow to mouth, so
+it is first moved onto the landmark box it predicts (``box_scale``, ``box_shift``: measured
+on the annotated photos in ``shared/data``, see :func:`detector_to_landmark_box`). The
+points come back through the inverse of the crop's affine (``module.crop_to_image``), the
+one way from crop to image pixels that evaluation uses too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hih_lightning.data.transforms import crop_box, crop_matrix, warp_image
+from hih_lightning.module import HIHLitModule, crop_to_image
+
+SAVED_CONFIG = Path(".hydra") / "config.yaml"
+
+
+@dataclass
+class Face:
+    """One face: its box (x1, y1, x2, y2), the crop (cx, cy, side) it was read from, and the
+    landmarks (N, 2) and their scores (N,), all in image pixels of the image it came from."""
+
+    box: np.ndarray
+    crop: np.ndarray
+    landmarks: np.ndarray
+    scores: np.ndarray
+    box_source: str  # "detector" or "file"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"box": [round(float(v), 2) for v in self.box],
+                "box_source": self.box_source,
+                "crop": [round(float(v), 2) for v in self.crop],
+                "landmarks": np.round(self.landmarks, 3).tolist(),
+                "scores": np.round(self.scores, 4).tolist()}
+
+
+def detector_to_landmark_box(boxes: np.ndarray, scale: float, shift: float) -> np.ndarray:
+    """Detector boxes (K, 4) -> the landmark boxes they predict: same centre x, centre moved
+    down by ``shift`` x the box side, side x ``scale``.
+
+    On the 9 annotated faces the Haar detector finds in shared/data (300W, WFLW and COFW test
+    photos), the landmark box's longer side is 0.77-1.01 x the detector box's (median 0.88)
+    and its centre 0.03-0.18 x the side lower (median 0.13): the defaults of
+    :class:`Predictor` (``box_scale``, ``box_shift``).
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    cx = (boxes[:, 0] + boxes[:, 2]) / 2
+    cy = (boxes[:, 1] + boxes[:, 3]) / 2 + shift * side
+    half = scale * side / 2
+    return np.stack([cx - half, cy - half, cx + half, cy + half], axis=1)
+
+
+def run_config_path(checkpoint: str | Path) -> Path:
+    """The saved Hydra config of the run a checkpoint belongs to (``<run>/checkpoints/x.ckpt``
+    beside ``<run>/.hydra/config.yaml``), naming where it looked when there is none."""
+    checkpoint = Path(checkpoint).resolve()
+    candidates = [parent / SAVED_CONFIG for parent in checkpoint.parents[:2]]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"{checkpoint}: no run config at {' or '.join(map(str, candidates))}; "
+                            "give the run's config.yaml explicitly (config=...)")
+
+
+def choose_device(device: str) -> torch.device:
+    """``auto``: the GPU when there is one, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class Predictor:
+    """A trained HIH model that maps (image, face boxes) to landmarks in image pixels.
+
+    >>> predictor = Predictor.from_checkpoint("logs/train/runs/<run>/checkpoints/last.ckpt")
+    >>> faces = predictor.predict(rgb_image)             # boxes from the face detector
+    >>> faces = predictor.predict(rgb_image, [[x1, y1, x2, y2]])
+
+    ``module`` is the LightningModule (network + codec); ``crop_factor`` the crop protocol's
+    enlargement of the box; ``flip_test`` averages with the mirrored crop (scores are those
+    of the unmirrored pass); ``detector`` options go to :class:`~.haar.FaceDetector`, except
+    ``box_scale`` and ``box_shift`` (:func:`detector_to_landmark_box`).
+    """
+
+    def __init__(self, module: HIHLitModule, crop_factor: float = 1.2, batch_size: int = 16,
+                 device: str = "auto", flip_test: bool = False,
+                 detector: dict[str, Any] | None = None, source: str = "") -> None:
+        self.device = choose_device(device)
+        self.module = module.to(self.device).eval()
+        self.module.hparams.flip_test = bool(flip_test)
+        self.crop_factor, self.batch_size = float(crop_factor), int(batch_size)
+        self.detector_options = dict(detector or {})
+        self.box_scale = float(self.detector_options.pop("box_scale", 0.88))
+        self.box_shift = float(self.detector_options.pop("box_shift", 0.13))
+        self._detector = None
+        self.source = source
+
+    # -- construction ---------------------------------------------------------------------
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, config: str | Path | None = None,
+                        **kwargs: Any) -> Predictor:
+        """A checkpoint of ours; the network and codec are rebuilt from the run's saved config
+        (``config``, default: the run folder's ``.hydra/config.yaml``)."""
+        from hydra.utils import instantiate
+        from omegaconf import OmegaConf
+
+        import hih_lightning.config  # noqa: F401  (registers the ${div:...} resolver)
+
+        cfg = OmegaConf.load(config or run_config_path(path))
+        module = instantiate(cfg.model, compile=False)
+        state = torch.load(Path(path), map_location="cpu", weights_only=True)
+        module.load_state_dict(state.get("state_dict", state))
+        return cls(module, source=str(path), **kwargs)
+
+    @classmethod
+    def from_published(cls, path: str | Path, variant: str = "hih_b", dataset: str = "wflw",
+                       **kwargs: Any) -> Predictor:
+        """The authors' published checkpoint (their ``state_dict`` layout, 256 px input)."""
+        from hih_lightning.codecs import HIHCodec
+        from hih_lightning.data.metainfo import get_meta
+        from hih_lightning.losses import LandmarkLoss
+        from hih_lightning.models.published import load_published_checkpoint
+
+        net = load_published_checkpoint(path, variant=variant,
+                                        num_landmarks=get_meta(dataset).num_landmarks)
+        codec = HIHCodec(heatmap_size=net.heatmap_size, decimal_size=net.decimal_size)
+        module = HIHLitModule(net, codec, LandmarkLoss(), optimizer=torch.optim.Adam,
+                              dataset=dataset)
+        return cls(module, source=f"{path} ({variant}, {dataset})", **kwargs)
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> Predictor:
+        """The model named by an hih-predict / hih-export config (``ckpt_path`` or
+        ``published_checkpoint``) with its prediction options."""
+        from omegaconf import OmegaConf
+
+        options = {key: cfg[key] for key in ("crop_factor", "batch_size", "device", "flip_test")
+                   if key in cfg}
+        if cfg.get("detector") is not None:
+            options["detector"] = OmegaConf.to_container(cfg.detector, resolve=True)
+        if cfg.get("ckpt_path") and cfg.get("published_checkpoint"):
+            raise ValueError("give either ckpt_path or published_checkpoint, not both")
+        if cfg.get("ckpt_path"):
+            if not Path(cfg.ckpt_path).is_file():
+                raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
+            return cls.from_checkpoint(cfg.ckpt_path, config=cfg.get("run_config"), **options)
+        if cfg.get("published_checkpoint"):
+            return cls.from_published(cfg.published_checkpoint, variant=cfg.published_variant,
+                                      dataset=cfg.published_dataset, **options)
+        raise ValueError("no model: give ckpt_path=<checkpoint of ours> or "
+                         "published_checkpoint=<the authors' file>")
+
+    # -- facts ----------------------------------------------------------------------------
+    @property
+    def input_size(self) -> int:
+        return self.module.input_size
+
+    @property
+    def num_landmarks(self) -> int:
+        return len(self.module.meta.flip_map)
+
+    def describe(self) -> dict[str, Any]:
+        """What produced the predictions (written at the top of the JSON output)."""
+        return {"model": self.source, "dataset": self.module.meta.name,
+                "num_landmarks": self.num_landmarks, "input_size": self.input_size,
+                "codec": repr(self.module.codec), "crop_factor": self.crop_factor,
+                "flip_test": bool(self.module.hparams.flip_test), "device": str(self.device)}
+
+    # -- the steps ------------------------------------------------------------------------
+    def detect(self, image: np.ndarray) -> np.ndarray:
+        """Detector boxes (K, 4) x1, y1, x2, y2 in image px, largest first."""
+        if self._detector is None:
+            from hih_lightning.predict.haar import FaceDetector
+
+            self._detector = FaceDetector(**self.detector_options)
+        return self._detector(image)
+
+    def crop(self, image: np.ndarray, box: Sequence[float]) -> tuple[np.ndarray, np.ndarray,
+                                                                     np.ndarray]:
+        """The network's input for one face box: crop (S, S, 3) uint8, the image px -> crop px
+        matrix (2, 3) and the crop square (cx, cy, side)."""
+        square = crop_box(np.zeros((1, 2)), "dataset_box", box=np.asarray(box, dtype=np.float64),
+                          factor=self.crop_factor)
+        matrix = crop_matrix(*square, self.input_size)
+        if image.ndim == 2:
+            image = np.repeat(image[:, :, None], 3, axis=2)
+        return warp_image(np.ascontiguousarray(image[:, :, :3]), matrix, self.input_size), \
+            matrix, np.array(square)
+
+    @torch.no_grad()
+    def predict_crops(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Landmarks in crop px (B, N, 2) and scores (B, N) for uint8 crops (B, S, S, 3)."""
+        points, scores = [], []
+        for start in range(0, len(crops), self.batch_size):
+            batch = torch.from_numpy(np.ascontiguousarray(
+                crops[start:start + self.batch_size].transpose(0, 3, 1, 2))).to(self.device)
+            output = self.module(batch)
+            scores.append(self.module.codec.decode(output).scores.float().cpu())
+            points.append(self.module.predict_crop(batch, output).float().cpu())
+        n = self.num_landmarks
+        if not points:
+            return np.zeros((0, n, 2), np.float32), np.zeros((0, n), np.float32)
+        return torch.cat(points).numpy(), torch.cat(scores).numpy()
+
+    def predict_many(self, images: Sequence[np.ndarray],
+                     boxes: Sequence[np.ndarray | None] | None = None) -> list[list[Face]]:
+        """Faces of several RGB images, every face of every image in shared batches.
+
+        ``boxes[i]``: (K, 4) x1, y1, x2, y2 for image i, or None to detect its faces.
+        """
+        boxes = [None] * len(images) if boxes is None else list(boxes)
+        crops, matrices, squares, owners, given, sources = [], [], [], [], [], []
+        for index, (image, image_boxes) in enumerate(zip(images, boxes, strict=True)):
+            if image_boxes is None:
+                detected = self.detect(image)
+                image_boxes = detector_to_landmark_box(detected, self.box_scale, self.box_shift)
+                shown, source = detected, "detector"
+            else:
+                image_boxes = shown = np.asarray(image_boxes, dtype=np.float64).reshape(-1, 4)
+                source = "file"
+            for box, box_shown in zip(image_boxes, shown, strict=True):
+                crop, matrix, square = self.crop(image, box)
+                crops.append(crop)
+                matrices.append(matrix)
+                squares.append(square)
+                owners.append(index)
+                given.append(box_shown)
+                sources.append(source)
+        size = self.input_size
+        points, scores = self.predict_crops(np.asarray(crops, dtype=np.uint8).reshape(
+            -1, size, size, 3))
+        image_points = crop_to_image(torch.from_numpy(points),
+                                     torch.from_numpy(np.asarray(matrices).reshape(-1, 2, 3)))
+        faces: list[list[Face]] = [[] for _ in images]
+        for i, owner in enumerate(owners):
+            faces[owner].append(Face(box=given[i], crop=squares[i],
+                                     landmarks=image_points[i].numpy(), scores=scores[i],
+                                     box_source=sources[i]))
+        return faces
+
+    def predict(self, image: np.ndarray, boxes: np.ndarray | Sequence[Sequence[float]] | None
+                = None) -> list[Face]:
+        """Faces of one RGB image (H, W, 3) uint8; ``boxes`` (K, 4) or None to detect them."""
+        return self.predict_many([image], [None if boxes is None else np.asarray(boxes)])[0]
