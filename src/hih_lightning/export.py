@@ -1,0 +1,155 @@
+"""hih-export: a trained model as one ONNX graph, decode included, checked with onnxruntime.
+
+The graph takes what :class:`~hih_lightning.predict.predictor.Predictor` feeds the network,
+uint8 RGB crops (B, 3, S, S) made by the benchmark crop protocol, and returns landmarks in crop
+pixels (B, N, 2) and per-landmark scores (B, N): ImageNet normalisation, the network and the
+codec's decode all run inside ONNX, so a user needs onnxruntime and numpy only. The batch
+dimension is dynamic. The decode in the graph is the codec's own ``decode`` (the very code
+PyTorch evaluation runs; its argmax, gather and arithmetic are ONNX operators), so the two
+cannot drift apart; codecs whose decode has not been checked to export are refused by name.
+Flip-test averaging is not part of the graph.
+
+    hih-export ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt output=hih.onnx
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from hih_lightning.codecs import (
+    ArgmaxCodec,
+    HIHCodec,
+    OffsetCodec,
+    QuarterShiftCodec,
+    RandomizedRoundingCodec,
+    SimCCCodec,
+    SoftArgmaxCodec,
+)
+from hih_lightning.config import CONFIG_DIR
+from hih_lightning.module import HIHLitModule
+
+# codecs whose decode exports to ONNX and matches PyTorch (tests/test_export.py checks each).
+# Not DARK: its Newton step divides by the log-heatmap Hessian's determinant, and float
+# differences between runtimes flip its validity test near zero (landmarks move by pixels).
+EXPORTABLE_CODECS = (HIHCodec, ArgmaxCodec, QuarterShiftCodec, SoftArgmaxCodec, OffsetCodec,
+                     SimCCCodec, RandomizedRoundingCodec)
+
+
+class ExportError(RuntimeError):
+    """The model cannot be exported, or the exported graph disagrees with PyTorch."""
+
+
+class LandmarkGraph(nn.Module):
+    """uint8 crops (B, 3, S, S) -> landmarks in crop px (B, N, 2), scores (B, N)."""
+
+    def __init__(self, module: HIHLitModule) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        decoded = self.module.codec.decode(self.module(images))
+        return decoded.landmarks * self.module.stride, decoded.scores
+
+
+def check_exportable(module: HIHLitModule) -> None:
+    """Refuse, naming the codec, a codec whose decode is not known to export."""
+    codec = module.codec
+    if type(codec) not in EXPORTABLE_CODECS:
+        names = ", ".join(c.__name__ for c in EXPORTABLE_CODECS)
+        raise ExportError(f"{type(codec).__name__}: its decode cannot be exported to ONNX "
+                          f"(exportable codecs: {names})")
+
+
+def export_onnx(module: HIHLitModule, path: str | Path, opset: int = 18) -> Path:
+    """Write ``module`` (network + decode, eval mode, CPU) as an ONNX file with a dynamic batch."""
+    check_exportable(module)
+    module = module.cpu().eval()
+    module.hparams.flip_test = False
+    size = module.input_size
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sample = torch.zeros((2, 3, size, size), dtype=torch.uint8)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    for name in ("onnx_ir", "onnxscript"):  # their INFO lines list every graph rewrite
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        torch.onnx.export(LandmarkGraph(module), (sample,), str(path), input_names=["image"],
+                          output_names=["landmarks", "scores"], opset_version=opset,
+                          dynamic_shapes=({0: batch},), dynamo=True, external_data=False,
+                          verbose=False)
+    except Exception as err:  # noqa: BLE001 - the exporter raises many types
+        raise ExportError(f"{type(module.codec).__name__} with the "
+                          f"{getattr(module.net, 'head_type', '?')} head: export failed: "
+                          f"{type(err).__name__}: {str(err).splitlines()[0]}") from err
+    return path
+
+
+def parity_images(size: int, count: int = 8, seed: int = 11) -> np.ndarray:
+    """uint8 (count, 3, size, size) face crops from the synthetic renderer, for the check."""
+    from hih_lightning.data.synthetic import SyntheticFaces
+
+    faces = SyntheticFaces(count, image_size=size, seed=seed)
+    return np.stack([faces.render(i)[0].transpose(2, 0, 1) for i in range(count)])
+
+
+@torch.no_grad()
+def check_parity(path: str | Path, module: HIHLitModule, images: np.ndarray
+                 ) -> dict[str, float]:
+    """Max |onnxruntime - PyTorch| of landmarks (crop px) and scores on ``images``, run as one
+    batch and one image at a time (the dynamic batch)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    reference = LandmarkGraph(module.cpu().eval())(torch.from_numpy(images))
+    want_points, want_scores = (t.numpy() for t in reference)
+    points, scores = session.run(None, {"image": images})
+    singles = [session.run(None, {"image": images[i:i + 1]}) for i in range(len(images))]
+    single_points = np.concatenate([s[0] for s in singles])
+    return {"landmarks_max_abs_px": float(max(np.abs(points - want_points).max(),
+                                              np.abs(single_points - want_points).max())),
+            "scores_max_abs": float(np.abs(scores - want_scores).max()),
+            "images": len(images)}
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Export the configured model; check it with onnxruntime unless ``check=false``."""
+    from hih_lightning.predict.predictor import Predictor
+
+    predictor = Predictor.from_config(cfg)
+    module = predictor.module
+    path = export_onnx(module, cfg.output, opset=int(cfg.opset))
+    info: dict[str, Any] = {"onnx": str(path), **predictor.describe(),
+                            "inputs": {"image": "uint8 (batch, 3, S, S) RGB crop"},
+                            "outputs": {"landmarks": "float32 (batch, N, 2) crop px",
+                                        "scores": "float32 (batch, N)"}}
+    info.pop("device")
+    if cfg.check:
+        images = parity_images(module.input_size, int(cfg.check_images))
+        info["parity"] = check_parity(path, module, images)
+        worst = info["parity"]["landmarks_max_abs_px"]
+        print(f"hih-export: onnxruntime vs PyTorch on {len(images)} synthetic faces: max "
+              f"|landmark difference| {worst:.3g} crop px", flush=True)
+        if worst > float(cfg.tolerance):
+            raise ExportError(f"{path}: landmarks differ from PyTorch by {worst:.3g} crop px "
+                              f"(> tolerance {cfg.tolerance})")
+    path.with_suffix(".json").write_text(json.dumps(info, indent=2))
+    print(f"hih-export: wrote {path} and {path.with_suffix('.json')}", flush=True)
+    return info
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="export")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

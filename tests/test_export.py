@@ -1,0 +1,105 @@
+"""hih-export: network + decode as one ONNX graph, checked against PyTorch with onnxruntime."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from torch import nn
+
+from hih_lightning.config import CONFIG_DIR
+
+pytest.importorskip("onnx", reason="ONNX export needs the export extra: pip install -e .[export]")
+pytest.importorskip("onnxscript", reason="torch's ONNX exporter needs onnxscript (.[export])")
+ort = pytest.importorskip("onnxruntime", reason="the parity check needs onnxruntime (.[export])")
+
+from hih_lightning.export import (  # noqa: E402
+    EXPORTABLE_CODECS,
+    ExportError,
+    LandmarkGraph,
+    export_onnx,
+    parity_images,
+    run,
+)
+
+
+def _module(*overrides: str):
+    """The hih_cpu model of the real configs, conv weights ~ N(0, 1/fan_in) (outputs that
+    depend on the image, unlike the published init's near-zero weights)."""
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["debug=tiny", "paths.output_dir=unused", *overrides])
+    module = instantiate(cfg.model)
+    gen = torch.Generator().manual_seed(1)
+    for layer in module.net.modules():
+        if isinstance(layer, nn.Conv2d):
+            std = 1 / math.sqrt(layer.weight[0].numel())
+            layer.weight.data = torch.randn(layer.weight.shape, generator=gen) * std
+    return cfg, module.eval()
+
+
+def test_export_cli_parity_and_dynamic_batch(tmp_path):
+    cfg, module = _module()
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / ".hydra").mkdir()
+    torch.save({"state_dict": module.state_dict()}, run_dir / "checkpoints" / "last.ckpt")
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        export_cfg = compose("export", overrides=[
+            f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
+            f"output={tmp_path / 'hih.onnx'}", f"paths.log_dir={tmp_path / 'logs'}"])
+    info = run(export_cfg)
+    parity = info["parity"]
+    assert parity["images"] == 8
+    assert parity["landmarks_max_abs_px"] <= 1e-3
+    assert parity["scores_max_abs"] <= 1e-4
+    assert json.loads((tmp_path / "hih.json").read_text())["parity"] == parity
+
+    # the README's three lines, on crops of any batch size
+    session = ort.InferenceSession(str(tmp_path / "hih.onnx"), providers=["CPUExecutionProvider"])
+    crops = parity_images(128, 5, seed=4)
+    landmarks, scores = session.run(None, {"image": crops})
+    assert landmarks.shape == (5, 98, 2) and scores.shape == (5, 98)
+    assert landmarks.dtype == np.float32 and (landmarks >= 0).all() and (landmarks < 128).all()
+    with torch.no_grad():
+        want = module.predict_crop(torch.from_numpy(crops)).numpy()
+    assert np.abs(landmarks - want).max() <= 1e-3
+    # the images differ, and so do their landmarks: the graph is not a constant
+    assert np.abs(landmarks[0] - landmarks[1]).max() > 1.0
+    (single,) = session.get_inputs()
+    assert single.name == "image" and isinstance(single.shape[0], str)  # dynamic batch
+
+
+def test_codec_without_an_exportable_decode_is_refused_by_name(tmp_path):
+    _, module = _module("model/codec=dark")
+    with pytest.raises(ExportError, match=r"^DARKCodec: its decode cannot be exported"):
+        export_onnx(module, tmp_path / "dark.onnx")
+    assert not (tmp_path / "dark.onnx").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("codec", ["hih_local", "argmax", "quarter", "soft_argmax", "fc_offset",
+                                   "offset_map", "simcc", "randomized_rounding"])
+def test_every_exportable_codec_matches_pytorch(tmp_path, codec):
+    from hih_lightning.export import check_parity
+
+    _, module = _module(f"model/codec={codec}")
+    assert isinstance(module.codec, EXPORTABLE_CODECS)
+    path = export_onnx(module, tmp_path / f"{codec}.onnx")
+    parity = check_parity(path, module, parity_images(128, 4))
+    assert parity["landmarks_max_abs_px"] <= 1e-3, parity
+
+
+def test_graph_output_is_what_evaluation_decodes():
+    _, module = _module()
+    crops = torch.from_numpy(parity_images(128, 2))
+    with torch.no_grad():
+        landmarks, scores = LandmarkGraph(module)(crops)
+        assert torch.equal(landmarks, module.predict_crop(crops))
+        assert torch.equal(scores, module.codec.decode(module(crops)).scores)
