@@ -16,7 +16,14 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev,export]"
+	@# hih-predict's face detector reads OpenCV's Haar cascade, which OpenCV 5 wheels no
+	@# longer ship: Debian's opencv-data has it (tests that need it skip without it)
+	@test -e /usr/share/opencv4/haarcascades/haarcascade_frontalface_default.xml \
+		|| { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		     && { apt-get install -y -q opencv-data >/dev/null 2>&1 \
+		          || { apt-get update -qq && apt-get install -y -q opencv-data >/dev/null; }; }; } \
+		|| echo "note: no Haar cascade; hih-predict needs boxes=<file> (or apt-get install opencv-data)"
 	touch $@
 
 # Train + test the CPU-size HIH on the embedded synthetic faces; prints the results table.

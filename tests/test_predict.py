@@ -24,8 +24,22 @@ from hih_lightning.data.synthetic import SyntheticFaces
 from hih_lightning.losses import LandmarkLoss
 from hih_lightning.module import HIHLitModule
 from hih_lightning.predict.cli import main, run
+from hih_lightning.predict.haar import CascadeNotFoundError, find_cascade
 from hih_lightning.predict.inputs import BoxFile, InputError
 from hih_lightning.predict.predictor import Predictor
+
+
+def _has_cascade() -> bool:
+    try:
+        find_cascade()
+    except CascadeNotFoundError:
+        return False
+    return True
+
+
+needs_cascade = pytest.mark.skipif(
+    not _has_cascade(), reason="no Haar cascade file (OpenCV 5 wheels lack it; `make install` "
+    "or `apt-get install opencv-data` provides it)")
 
 
 def _train_config(run_dir: Path, *overrides: str):
@@ -92,6 +106,7 @@ def _predict_cfg(tmp_path: Path, *overrides: str):
                                              f"paths.log_dir={tmp_path / 'logs'}", *overrides])
 
 
+@needs_cascade
 def test_folder_with_a_face_a_non_image_and_an_empty_image(tmp_path, checkpoint):
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -119,6 +134,7 @@ def test_folder_with_a_face_a_non_image_and_an_empty_image(tmp_path, checkpoint)
     assert [float(v) for v in face_row.split(",")[8:10]] == face["landmarks"][0]
 
 
+@needs_cascade
 def test_python_api_equals_cli_output(tmp_path, checkpoint, monkeypatch, capsys):
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -172,6 +188,7 @@ def test_box_files_json_and_csv(tmp_path, checkpoint):
         BoxFile(tmp_path / "bad.json")
 
 
+@needs_cascade
 def test_video_frames_with_box_file_and_detector(tmp_path, checkpoint):
     image, landmarks = _synthetic_face()
     video = tmp_path / "clip.mp4"
@@ -236,6 +253,7 @@ def test_landmarks_come_back_in_image_pixels_of_the_right_image():
     assert predictor.predict(image, np.zeros((0, 4))) == []
 
 
+@needs_cascade
 def test_real_photos_detector_boxes_overlap_the_annotated_faces(shared_data, checkpoint):
     folder = shared_data / "cofw" / "mmpose_tests_data"
     annotated = read_coco_keypoints(folder / "test_cofw.json", image_root=folder)
@@ -264,3 +282,21 @@ def test_published_checkpoint_predicts_98_points(tmp_path):
     assert predictor.input_size == 256
     assert face.landmarks.shape == (98, 2) and face.scores.shape == (98,)
     assert _inside_crop(face.to_json())
+
+
+def test_missing_cascade_says_where_it_looked_and_what_to_do():
+    with pytest.raises(CascadeNotFoundError, match=r"no_such_cascade.xml not found \(looked in "
+                                                   r".*apt-get install opencv-data.*boxes="):
+        find_cascade("no_such_cascade.xml")
+
+
+@needs_cascade
+def test_detector_finds_no_face_in_noise_and_one_in_a_face():
+    from hih_lightning.predict.haar import FaceDetector
+
+    detector = FaceDetector()
+    noise = np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    assert detector(noise).shape == (0, 4)
+    image, landmarks = _synthetic_face()
+    (box,) = detector(image)
+    assert _iou(box, _landmark_box(landmarks)) > 0.5

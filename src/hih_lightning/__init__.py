@@ -9,4 +9,13 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 from hih_lightning.models import build_model, load_published_checkpoint  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["build_model", "load_published_checkpoint", "__version__"]
+__all__ = ["Predictor", "build_model", "load_published_checkpoint", "__version__"]
+
+
+def __getattr__(name: str) -> object:
+    """``hih_lightning.Predictor`` imported on first use (it pulls in Lightning and OpenCV)."""
+    if name == "Predictor":
+        from hih_lightning.predict.predictor import Predictor
+
+        return Predictor
+    raise AttributeError(f"module 'hih_lightning' has no attribute {name!r}")
