@@ -93,7 +93,10 @@ def test_every_exportable_codec_matches_pytorch(tmp_path, codec):
     assert isinstance(module.codec, EXPORTABLE_CODECS)
     path = export_onnx(module, tmp_path / f"{codec}.onnx")
     parity = check_parity(path, module, parity_images(128, 4))
-    assert parity["landmarks_max_abs_px"] <= 1e-3, parity
+    # soft-argmax is a softmax-weighted mean over every pixel: float32 summation order moves
+    # it by ~1e-3 px (1.4e-3 here); the argmax-based decodes agree exactly or not at all
+    tolerance = 5e-3 if codec == "soft_argmax" else 1e-3
+    assert parity["landmarks_max_abs_px"] <= tolerance, parity
 
 
 def test_graph_output_is_what_evaluation_decodes():

@@ -148,3 +148,35 @@ def test_empty_annotation_lists_stop_the_datamodule_naming_the_file(tmp_path):
     train_list = lists / "list_98pt_rect_attr_train.txt"
     with pytest.raises(DataPathError, match=_named(train_list, " lists no faces")):
         dm.setup("fit")
+
+
+def test_prepare_names_the_truncated_image_or_skips_and_counts_it(tmp_path):
+    from hih_lightning.prepare import write_cache
+
+    listing, paths = _write_faces(tmp_path, [".jpg", ".png", ".jpg"])
+    _truncate(paths[2])
+    strict = FileListDataModule(dataset="wflw", test=str(listing), num_workers=0)
+    with pytest.raises(ImageDecodeError, match=_named(paths[2], ": truncated JPEG")):
+        write_cache(strict, tmp_path / "strict", splits=("test",))
+    lenient = FileListDataModule(dataset="wflw", test=str(listing), num_workers=0,
+                                 bad_images="skip")
+    write_cache(lenient, tmp_path / "cache", splits=("test",))
+    info = json.loads((tmp_path / "cache" / "cache.json").read_text())
+    assert info["splits"] == {"test": 2}
+    (skipped,) = info["skipped_images"]["test"]
+    assert skipped.startswith(f"{paths[2]}: truncated JPEG")
+
+
+def test_run_report_counts_the_skipped_faces(tmp_path):
+    from types import SimpleNamespace
+
+    from hih_lightning.data.metainfo import get_meta
+    from hih_lightning.reporting import write_run_report
+
+    model = SimpleNamespace(meta=get_meta("wflw"), codec=None,
+                            test_results={"test/nme": 0.05, "test/fr": 0.0, "test/auc": 0.5})
+    skipped = {"train": ["a.jpg: truncated JPEG", "b.png: truncated PNG"], "test": ["c.jpg: x"]}
+    data = SimpleNamespace(skipped_images=skipped, datasets={})
+    paths = write_run_report(model, data, SimpleNamespace(loggers=[]), tmp_path)
+    assert json.loads(paths["json"].read_text())["skipped_images"] == skipped
+    assert "(data.bad_images=skip): train 2, test 1;" in paths["markdown"].read_text()

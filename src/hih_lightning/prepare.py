@@ -128,14 +128,18 @@ def write_cache(datamodule: Any, cache_dir: str | Path, splits: tuple[str, ...] 
                  has_visible=np.array([r.visible is not None for r in records]),
                  sources=np.array([r.source for r in records]))
         counts[split] = n
+        skipped = len(getattr(datamodule, "skipped_images", {}).get(split, []))
         print(f"hih-prepare: {split}: {n} faces -> {split_dir} "
-              f"({time.perf_counter() - start:.1f} s)", flush=True)
+              f"({time.perf_counter() - start:.1f} s)"
+              + (f"; {skipped} left out for a bad image" if skipped else ""), flush=True)
     keys = {split: datamodule.source_key(split) for split in annotations}
     aliases = {split: written[key] for split, key in keys.items()
                if key in written and written[key] != split}
     info = {"version": CACHE_VERSION, "dataset": datamodule.meta.name, "crop_protocol": protocol,
             "image_size": out_size, "context": datamodule.cache_context, "size": size,
             "splits": counts, "aliases": aliases}
+    if getattr(datamodule, "skipped_images", None):  # data.bad_images=skip
+        info["skipped_images"] = datamodule.skipped_images
     (cache_dir / "cache.json").write_text(json.dumps(info, indent=2))
     return cache_dir
 

@@ -88,12 +88,19 @@ def write_run_report(model: Any, datamodule: Any, trainer: Any, out_dir: Path,
         variant = cfg.model.net.get("variant")
     table = results_table(results, model.meta, variant)
     paths = {"json": out_dir / "metrics.json", "markdown": out_dir / "metrics.md"}
-    paths["json"].write_text(json.dumps({"dataset": model.meta.name, "variant": variant,
-                                         "metrics": results}, indent=2))
+    report: dict[str, Any] = {"dataset": model.meta.name, "variant": variant, "metrics": results}
+    skipped = getattr(datamodule, "skipped_images", None) or {}
+    if skipped:  # data.bad_images=skip: the faces left out, each naming its image and why
+        report["skipped_images"] = skipped
+    paths["json"].write_text(json.dumps(report, indent=2))
     codec = type(getattr(model, "codec", None)).__name__.removesuffix("Codec")
     title = (f"# Test results: {model.meta.name}" + (f", {variant}" if variant else "")
              + (f", {codec} decoding" if codec != "NoneType" else ""))
     legend = columns_legend(table)
+    if skipped:
+        counts = ", ".join(f"{split} {len(faces)}" for split, faces in skipped.items())
+        legend += (f"\n\nFaces left out for a missing, truncated or corrupt image "
+                   f"(data.bad_images=skip): {counts}; listed in metrics.json.")
     paths["markdown"].write_text(f"{title}\n\n{table}\n\n{legend}\n")
     print(f"\n{title}\n\n{table}\n\n{legend}\n", flush=True)
     errors = getattr(model, "test_errors", None)
