@@ -58,6 +58,8 @@ def test_export_cli_parity_and_dynamic_batch(tmp_path):
     parity = info["parity"]
     assert parity["images"] == 8
     assert parity["landmarks_max_abs_px"] <= 1e-3
+    assert parity["landmarks"] == 8 * 98 and parity["near_ties"] == 0
+    assert parity["landmarks_max_abs_px_all"] <= 1e-3
     assert parity["scores_max_abs"] <= 1e-4
     assert json.loads((tmp_path / "hih.json").read_text())["parity"] == parity
 
@@ -106,3 +108,22 @@ def test_graph_output_is_what_evaluation_decodes():
         landmarks, scores = LandmarkGraph(module)(crops)
         assert torch.equal(landmarks, module.predict_crop(crops))
         assert torch.equal(scores, module.codec.decode(module(crops)).scores)
+
+
+def test_near_ties_flag_argmaxes_decided_by_float_rounding():
+    from hih_lightning.export import near_ties
+    from hih_lightning.models.output import NetOutput
+
+    heatmaps = torch.zeros(1, 1, 3, 4, 4)
+    heatmaps[0, 0, 0, 1, 1] = heatmaps[0, 0, 0, 2, 3] = 5.0           # an exact tie
+    heatmaps[0, 0, 1, 1, 1], heatmaps[0, 0, 1, 2, 3] = 5.0, 5.0 - 1e-6  # within rounding
+    heatmaps[0, 0, 2, 1, 1], heatmaps[0, 0, 2, 2, 3] = 5.0, 4.9         # a clear maximum
+    decimals = torch.zeros(1, 3, 2, 2)
+    decimals[0, :, 0, 0] = 1.0
+    tied = near_ties(lambda images: NetOutput(heatmaps=heatmaps, decimals=decimals),
+                     torch.zeros(1, 3, 16, 16))
+    assert tied.tolist() == [[True, True, False]]
+    decimals[0, 2, 1, 1] = 1.0  # now landmark 2's decimal map ties
+    tied = near_ties(lambda images: NetOutput(heatmaps=heatmaps, decimals=decimals),
+                     torch.zeros(1, 3, 16, 16))
+    assert tied.tolist() == [[True, True, True]]

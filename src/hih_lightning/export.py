@@ -34,6 +34,8 @@ from hih_lightning.codecs import (
     SimCCCodec,
     SoftArgmaxCodec,
 )
+from hih_lightning.codecs.gaussian import flat_argmax
+from hih_lightning.codecs.hih import read_decimal_maps
 from hih_lightning.config import CONFIG_DIR
 from hih_lightning.module import HIHLitModule
 
@@ -79,8 +81,9 @@ def export_onnx(module: HIHLitModule, path: str | Path, opset: int = 18) -> Path
     path.parent.mkdir(parents=True, exist_ok=True)
     sample = torch.zeros((2, 3, size, size), dtype=torch.uint8)
     batch = torch.export.Dim("batch", min=1, max=4096)
-    for name in ("onnx_ir", "onnxscript"):  # their INFO lines list every graph rewrite
-        logging.getLogger(name).setLevel(logging.WARNING)
+    # their INFO lines list every graph rewrite; torch warns of each absent torchvision op
+    for name in ("onnx_ir", "onnxscript", "torch.onnx._internal.exporter._registration"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     try:
         torch.onnx.export(LandmarkGraph(module), (sample,), str(path), input_names=["image"],
                           output_names=["landmarks", "scores"], opset_version=opset,
@@ -101,21 +104,49 @@ def parity_images(size: int, count: int = 8, seed: int = 11) -> np.ndarray:
     return np.stack([faces.render(i)[0].transpose(2, 0, 1) for i in range(count)])
 
 
+def _top_two_close(values: torch.Tensor, rel: float) -> torch.Tensor:
+    """(..., M) -> (...): the two largest values differ by at most ``rel`` of the largest."""
+    top = values.float().topk(2, dim=-1).values
+    return top[..., 0] - top[..., 1] <= rel * top[..., 0].abs().clamp_min(1e-30)
+
+
+@torch.no_grad()
+def near_ties(module: HIHLitModule, images: torch.Tensor, rel: float = 1e-5) -> torch.Tensor:
+    """(B, N) bool: landmarks whose argmax (integer heatmap, or the decimal map read at it)
+    is between values equal up to float32 rounding. Which one wins depends on the order a
+    runtime sums the convolutions in, so ONNX and PyTorch may both be right and differ."""
+    output = module(images)
+    heatmaps = output.heatmaps[:, -1]
+    tied = _top_two_close(heatmaps.flatten(2), rel)
+    if output.decimals is not None:
+        ix, iy, _ = flat_argmax(heatmaps)
+        tied |= _top_two_close(read_decimal_maps(output.decimals, ix, iy).flatten(2), rel)
+    return tied
+
+
 @torch.no_grad()
 def check_parity(path: str | Path, module: HIHLitModule, images: np.ndarray
                  ) -> dict[str, float]:
-    """Max |onnxruntime - PyTorch| of landmarks (crop px) and scores on ``images``, run as one
-    batch and one image at a time (the dynamic batch)."""
+    """|onnxruntime - PyTorch| of landmarks (crop px) and scores on ``images``, run as one
+    batch and one image at a time (the dynamic batch).
+
+    ``landmarks_max_abs_px``: over the landmarks that are not :func:`near_ties` (the number
+    compared with the tolerance); ``landmarks_max_abs_px_all`` and ``near_ties``: over all.
+    """
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    reference = LandmarkGraph(module.cpu().eval())(torch.from_numpy(images))
-    want_points, want_scores = (t.numpy() for t in reference)
+    module = module.cpu().eval()
+    batch = torch.from_numpy(images)
+    want_points, want_scores = (t.numpy() for t in LandmarkGraph(module)(batch))
     points, scores = session.run(None, {"image": images})
-    singles = [session.run(None, {"image": images[i:i + 1]}) for i in range(len(images))]
-    single_points = np.concatenate([s[0] for s in singles])
-    return {"landmarks_max_abs_px": float(max(np.abs(points - want_points).max(),
-                                              np.abs(single_points - want_points).max())),
+    singles = np.concatenate([session.run(None, {"image": images[i:i + 1]})[0]
+                              for i in range(len(images))])
+    error = np.maximum(np.abs(points - want_points), np.abs(singles - want_points)).max(-1)
+    tied = near_ties(module, batch).numpy()
+    return {"landmarks_max_abs_px": float(error[~tied].max(initial=0.0)),
+            "landmarks_max_abs_px_all": float(error.max()),
+            "near_ties": int(tied.sum()), "landmarks": int(error.size),
             "scores_max_abs": float(np.abs(scores - want_scores).max()),
             "images": len(images)}
 
@@ -136,8 +167,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         images = parity_images(module.input_size, int(cfg.check_images))
         info["parity"] = check_parity(path, module, images)
         worst = info["parity"]["landmarks_max_abs_px"]
+        parity = info["parity"]
         print(f"hih-export: onnxruntime vs PyTorch on {len(images)} synthetic faces: max "
-              f"|landmark difference| {worst:.3g} crop px", flush=True)
+              f"|landmark difference| {worst:.3g} crop px ({parity['near_ties']} of "
+              f"{parity['landmarks']} landmarks at a float32 tie of their argmax left out; "
+              f"{parity['landmarks_max_abs_px_all']:.3g} px with them)", flush=True)
         if worst > float(cfg.tolerance):
             raise ExportError(f"{path}: landmarks differ from PyTorch by {worst:.3g} crop px "
                               f"(> tolerance {cfg.tolerance})")
