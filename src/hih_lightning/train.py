@@ -85,11 +85,16 @@ def _finish_wandb(exit_code: int = 0) -> None:
         wandb.finish(exit_code=exit_code)
 
 
+# Lightning messages with nothing for a user to act on: promotional tips for cloud products,
+# and a note that our configured RichModelSummary replaces its default summary.
+_LIGHTNING_NOISE = ("\N{ELECTRIC LIGHT BULB} Tip", "Trainer already configured with model summary")
+
+
 def quiet_lightning() -> None:
-    """Drop Lightning's promotional tips (cloud products) and its own internal deprecation
-    notice (nothing a user can act on) from the console and the log."""
+    """Drop :data:`_LIGHTNING_NOISE` and Lightning's own internal deprecation warning from the
+    console and the log."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
-        lambda record: not str(record.msg).startswith("\N{ELECTRIC LIGHT BULB} Tip"))
+        lambda record: not str(record.msg).startswith(_LIGHTNING_NOISE))
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
