@@ -92,12 +92,12 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return w * h / union
 
 
-def _inside_crop(face: dict) -> bool:
-    """Landmarks lie in the face's crop square (image px): where a decode can put them."""
+def _inside_crop(face: dict, size: int = 128) -> bool:
+    """Landmarks lie in the face's crop square (image px), up to half a crop pixel (a decode
+    names pixel centres 0..size-1 plus fractions): where the crop can put them."""
     cx, cy, side = face["crop"]
-    points = np.asarray(face["landmarks"])
-    lo, hi = np.array([cx, cy]) - side / 2 - 0.5, np.array([cx, cy]) + side / 2 + 0.5
-    return bool(((points >= lo) & (points <= hi)).all())
+    offset = np.abs(np.asarray(face["landmarks"]) - [cx, cy])
+    return bool((offset <= side / 2 + side / (2 * size)).all())
 
 
 def _predict_cfg(tmp_path: Path, *overrides: str):
@@ -281,7 +281,7 @@ def test_published_checkpoint_predicts_98_points(tmp_path):
     (face,) = predictor.predict(image, [_landmark_box(landmarks)])
     assert predictor.input_size == 256
     assert face.landmarks.shape == (98, 2) and face.scores.shape == (98,)
-    assert _inside_crop(face.to_json())
+    assert _inside_crop(face.to_json(), size=256)
 
 
 def test_missing_cascade_says_where_it_looked_and_what_to_do():
