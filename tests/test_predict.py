@@ -300,3 +300,20 @@ def test_detector_finds_no_face_in_noise_and_one_in_a_face():
     image, landmarks = _synthetic_face()
     (box,) = detector(image)
     assert _iou(box, _landmark_box(landmarks)) > 0.5
+
+
+def test_cli_configuration_errors_are_one_line(tmp_path, monkeypatch, capsys):
+    image, _ = _synthetic_face()
+    _save(tmp_path / "face.png", image)
+    for overrides, message in (
+            ([f"input={tmp_path / 'face.png'}"],
+             "no model: give ckpt_path=<checkpoint of ours> or "
+             "published_checkpoint=<the authors' file>"),
+            ([f"input={tmp_path / 'nothing'}", f"ckpt_path={tmp_path / 'face.png'}"],
+             f"input={tmp_path / 'nothing'}: no such image, video, folder or pattern")):
+        monkeypatch.setattr(sys, "argv", ["hih-predict", *overrides, "progress=false",
+                                          f"hydra.run.dir={tmp_path / 'job'}"])
+        with pytest.raises(SystemExit) as exit_status:
+            main()
+        assert exit_status.value.code == 2
+        assert capsys.readouterr().err.splitlines()[0] == f"hih-predict: error: {message}"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -182,7 +183,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="export")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    """Exit status 1 when the export or its check fails, 2 for a configuration error."""
+    from hih_lightning.run_folder import job_dir, user_errors
+
+    with user_errors("hih-export", job_dir()):
+        try:
+            run(cfg)
+        except ExportError as err:
+            print(f"hih-export: error: {err}", file=sys.stderr, flush=True)
+            raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

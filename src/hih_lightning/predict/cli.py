@@ -88,8 +88,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="predict")
 def main(cfg: DictConfig) -> None:
-    """Exit status 1 when some input could not be read (after writing everything else)."""
-    result = run(cfg)
+    """Exit status 1 when some input could not be read (after writing everything else), 2
+    for a configuration error (one line, no traceback)."""
+    from hih_lightning.run_folder import job_dir, user_errors
+
+    with user_errors("hih-predict", job_dir()):
+        result = run(cfg)
     if result["counts"]["error"]:
         raise SystemExit(1)
 

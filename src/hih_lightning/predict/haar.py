@@ -23,12 +23,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from hih_lightning.config import ConfigError
+
 FRONTAL_FACE = "haarcascade_frontalface_default.xml"
 # dense evaluation of a stage is cheaper than gathered reads above this fraction of windows
 DENSE_WHILE_ALIVE = 0.25
 
 
-class CascadeNotFoundError(FileNotFoundError):
+class CascadeNotFoundError(ConfigError):
     """No cascade file on this machine; the message says where it looked and how to get one."""
 
 

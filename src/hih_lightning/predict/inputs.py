@@ -12,12 +12,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from hih_lightning.config import ConfigError
 from hih_lightning.data.datamodules import ImageDecodeError, read_rgb
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
 
 
-class InputError(ValueError):
+class InputError(ConfigError):
     """The input or box file cannot be used; the message names it."""
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hih_lightning.config import ConfigError
 from hih_lightning.data.transforms import crop_box, crop_matrix, warp_image
 from hih_lightning.module import HIHLitModule, crop_to_image
 
@@ -70,8 +71,8 @@ def run_config_path(checkpoint: str | Path) -> Path:
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(f"{checkpoint}: no run config at {' or '.join(map(str, candidates))}; "
-                            "give the run's config.yaml explicitly (config=...)")
+    raise ConfigError(f"{checkpoint}: no run config at {' or '.join(map(str, candidates))}; "
+                      "give the run's config.yaml (run_config=<file>)")
 
 
 def choose_device(device: str) -> torch.device:
@@ -151,16 +152,16 @@ class Predictor:
         if cfg.get("detector") is not None:
             options["detector"] = OmegaConf.to_container(cfg.detector, resolve=True)
         if cfg.get("ckpt_path") and cfg.get("published_checkpoint"):
-            raise ValueError("give either ckpt_path or published_checkpoint, not both")
+            raise ConfigError("give either ckpt_path or published_checkpoint, not both")
         if cfg.get("ckpt_path"):
             if not Path(cfg.ckpt_path).is_file():
-                raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
+                raise ConfigError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
             return cls.from_checkpoint(cfg.ckpt_path, config=cfg.get("run_config"), **options)
         if cfg.get("published_checkpoint"):
             return cls.from_published(cfg.published_checkpoint, variant=cfg.published_variant,
                                       dataset=cfg.published_dataset, **options)
-        raise ValueError("no model: give ckpt_path=<checkpoint of ours> or "
-                         "published_checkpoint=<the authors' file>")
+        raise ConfigError("no model: give ckpt_path=<checkpoint of ours> or "
+                          "published_checkpoint=<the authors' file>")
 
     # -- facts ----------------------------------------------------------------------------
     @property
@@ -187,17 +188,18 @@ class Predictor:
             self._detector = FaceDetector(**self.detector_options)
         return self._detector(image)
 
-    def crop(self, image: np.ndarray, box: Sequence[float]) -> tuple[np.ndarray, np.ndarray,
-                                                                     np.ndarray]:
+    def crop(self, image: np.ndarray, box: Sequence[float]
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The network's input for one face box: crop (S, S, 3) uint8, the image px -> crop px
         matrix (2, 3) and the crop square (cx, cy, side)."""
+        # the dataset_box protocol reads only the box; crop_box's landmark argument is unused
         square = crop_box(np.zeros((1, 2)), "dataset_box", box=np.asarray(box, dtype=np.float64),
                           factor=self.crop_factor)
         matrix = crop_matrix(*square, self.input_size)
         if image.ndim == 2:
             image = np.repeat(image[:, :, None], 3, axis=2)
-        return warp_image(np.ascontiguousarray(image[:, :, :3]), matrix, self.input_size), \
-            matrix, np.array(square)
+        crop = warp_image(np.ascontiguousarray(image[:, :, :3]), matrix, self.input_size)
+        return crop, matrix, np.array(square)
 
     @torch.no_grad()
     def predict_crops(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
