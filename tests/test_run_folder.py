@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,18 +30,30 @@ RUN_OVERRIDES = ("model/codec=dark", "model.optimizer.lr=0.0003", "trainer.max_e
                  "callbacks.model_checkpoint.monitor=null")
 
 
-@pytest.fixture
-def finished_run(compose_cfg, tmp_path):
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
     """A finished non-default run folder as hih-train leaves it (.hydra/config.yaml and
-    overrides.yaml included), and the overrides it was started with."""
-    cfg = compose_cfg(*RUN_OVERRIDES)
+    overrides.yaml included); trained once, copied by :func:`finished_run`."""
+    from hydra import compose, initialize_config_dir
+
+    root = tmp_path_factory.mktemp("trained")
+    run_dir = root / "logs" / "train" / "runs" / "out"
+    overrides = [f"paths.log_dir={root / 'logs'}", f"paths.output_dir={run_dir}",
+                 "logger=csv", "debug=tiny", *RUN_OVERRIDES]
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
     run(cfg)
-    run_dir = Path(cfg.paths.output_dir)
     (run_dir / ".hydra").mkdir()
     OmegaConf.save(cfg, run_dir / SAVED_CONFIG)
-    overrides = [f"paths.log_dir={tmp_path / 'logs'}", f"paths.output_dir={run_dir}",
-                 "logger=csv", "debug=tiny", *RUN_OVERRIDES]
     OmegaConf.save(OmegaConf.create(overrides), run_dir / SAVED_OVERRIDES)
+    return run_dir
+
+
+@pytest.fixture
+def finished_run(trained_run, tmp_path):
+    """A fresh copy of :func:`trained_run` under this test's ``logs/train/runs/``."""
+    run_dir = tmp_path / "logs" / "train" / "runs" / "out"
+    shutil.copytree(trained_run, run_dir)
     return run_dir
 
 
