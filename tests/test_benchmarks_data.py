@@ -361,8 +361,8 @@ def test_missing_images_and_config_path(tmp_path: Path) -> None:
     dm = WFLWDataModule(root=root)
     with pytest.raises(DataPathError, match="expected image"):
         dm.setup("test")
-    # through hih-train's config: data.root is wrong -> the config error names the file
-    with pytest.raises(ConfigError, match=str(tmp_path / "none" / "WFLW" / WFLW_LISTS)):
+    # through hih-train's config: data.root is wrong -> the data error itself names the file
+    with pytest.raises(DataPathError, match=str(tmp_path / "none" / "WFLW" / WFLW_LISTS)):
         train.run(compose_train(tmp_path, "data=wflw", f"paths.data_dir={tmp_path / 'none'}"))
 
 
