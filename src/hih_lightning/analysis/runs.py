@@ -14,13 +14,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import hih_lightning.config  # noqa: F401  (registers the ${div:} resolver)
+from hih_lightning.run_folder import SAVED_CONFIG
 
 
 def load_run(run: Path, ckpt: str = "checkpoints/last.ckpt"
              ) -> tuple[DictConfig, L.LightningModule, L.LightningDataModule]:
     """(config, module in eval mode with the checkpoint's weights, DataModule set up for
     testing in this process) of a run folder holding ``.hydra/config.yaml``."""
-    cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
+    cfg = OmegaConf.load(run / SAVED_CONFIG)
     cfg.paths.output_dir = str(run)
     cfg.data.num_workers = 0
     model = instantiate(cfg.model)

@@ -23,8 +23,7 @@ import torch
 from hih_lightning.config import ConfigError
 from hih_lightning.data.transforms import crop_box, crop_matrix, warp_image
 from hih_lightning.module import HIHLitModule, crop_to_image
-
-SAVED_CONFIG = Path(".hydra") / "config.yaml"
+from hih_lightning.run_folder import SAVED_CONFIG, run_dir_of
 
 
 @dataclass
@@ -66,13 +65,13 @@ def detector_to_landmark_box(boxes: np.ndarray, scale: float, shift: float) -> n
 def run_config_path(checkpoint: str | Path) -> Path:
     """The saved Hydra config of the run a checkpoint belongs to (``<run>/checkpoints/x.ckpt``
     beside ``<run>/.hydra/config.yaml``), naming where it looked when there is none."""
-    checkpoint = Path(checkpoint).resolve()
-    candidates = [parent / SAVED_CONFIG for parent in checkpoint.parents[:2]]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise ConfigError(f"{checkpoint}: no run config at {' or '.join(map(str, candidates))}; "
-                      "give the run's config.yaml (run_config=<file>)")
+    run_dir = run_dir_of(checkpoint)
+    if run_dir is None:
+        checkpoint = Path(checkpoint).resolve()
+        looked = " or ".join(str(parent / SAVED_CONFIG) for parent in checkpoint.parents[:2])
+        raise ConfigError(f"{checkpoint}: no run config at {looked}; give the run's config.yaml "
+                          "(run_config=<file>)")
+    return run_dir / SAVED_CONFIG
 
 
 def choose_device(device: str) -> torch.device:
