@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hih_lightning.config import ConfigError
+from hih_lightning.config import ConfigError, resolve_ckpt_path
 from hih_lightning.data.transforms import crop_box, crop_matrix, warp_image
 from hih_lightning.module import HIHLitModule, crop_to_image
 from hih_lightning.run_folder import SAVED_CONFIG, run_dir_of
@@ -150,12 +150,11 @@ class Predictor:
                    if key in cfg}
         if cfg.get("detector") is not None:
             options["detector"] = OmegaConf.to_container(cfg.detector, resolve=True)
-        if cfg.get("ckpt_path") and cfg.get("published_checkpoint"):
+        ckpt_path = resolve_ckpt_path(cfg)
+        if ckpt_path and cfg.get("published_checkpoint"):
             raise ConfigError("give either ckpt_path or published_checkpoint, not both")
-        if cfg.get("ckpt_path"):
-            if not Path(cfg.ckpt_path).is_file():
-                raise ConfigError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
-            return cls.from_checkpoint(cfg.ckpt_path, config=cfg.get("run_config"), **options)
+        if ckpt_path:
+            return cls.from_checkpoint(ckpt_path, config=cfg.get("run_config"), **options)
         if cfg.get("published_checkpoint"):
             return cls.from_published(cfg.published_checkpoint, variant=cfg.published_variant,
                                       dataset=cfg.published_dataset, **options)
