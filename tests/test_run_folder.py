@@ -57,7 +57,7 @@ def finished_run(trained_run, tmp_path):
     return run_dir
 
 
-def _default_cfg(compose_cfg, tmp_path, *overrides, config_name="train"):
+def _default_cfg(tmp_path, *overrides, config_name="train"):
     """The config a user gets from the command line alone (defaults + ``overrides``)."""
     from hydra import compose, initialize_config_dir
 
@@ -67,8 +67,8 @@ def _default_cfg(compose_cfg, tmp_path, *overrides, config_name="train"):
 
 
 def test_resume_of_a_finished_run_keeps_its_config_and_has_nothing_to_do(
-        compose_cfg, tmp_path, finished_run):
-    cfg = _default_cfg(compose_cfg, tmp_path, "ckpt_path=last")
+        tmp_path, finished_run):
+    cfg = _default_cfg(tmp_path, "ckpt_path=last")
     assert cfg.trainer.max_epochs != 1 and cfg.model.optimizer.lr != 0.0003  # the defaults
     merged = with_run_config(cfg, ["ckpt_path=last"], task="train")
     assert merged.trainer.max_epochs == 1
@@ -79,10 +79,10 @@ def test_resume_of_a_finished_run_keeps_its_config_and_has_nothing_to_do(
     assert is_complete(merged)
 
 
-def test_resume_with_a_longer_budget_continues_in_the_run_folder(compose_cfg, tmp_path,
+def test_resume_with_a_longer_budget_continues_in_the_run_folder(tmp_path,
                                                                  finished_run):
     overrides = ["ckpt_path=last", "trainer.max_epochs=2"]
-    merged = with_run_config(_default_cfg(compose_cfg, tmp_path, *overrides), overrides,
+    merged = with_run_config(_default_cfg(tmp_path, *overrides), overrides,
                              task="train")
     assert merged.trainer.max_epochs == 2 and merged.model.optimizer.lr == 0.0003
     assert not is_complete(merged)
@@ -95,10 +95,10 @@ def test_resume_with_a_longer_budget_continues_in_the_run_folder(compose_cfg, tm
     assert not (tmp_path / "new").exists()
 
 
-def test_a_group_override_applies_on_top_of_the_run(compose_cfg, tmp_path, finished_run):
+def test_a_group_override_applies_on_top_of_the_run(tmp_path, finished_run):
     """logger=none is a config group: it must replace the run's logger, nothing else."""
     overrides = ["ckpt_path=last", "logger=none", "seed=7"]
-    merged = with_run_config(_default_cfg(compose_cfg, tmp_path, *overrides), overrides,
+    merged = with_run_config(_default_cfg(tmp_path, *overrides), overrides,
                              task="train")
     assert not merged.get("logger")
     assert merged.seed == 7 and merged.model.optimizer.lr == 0.0003
@@ -106,21 +106,21 @@ def test_a_group_override_applies_on_top_of_the_run(compose_cfg, tmp_path, finis
 
 
 @pytest.mark.parametrize("override", ["model/codec=hih", "model=hih_t"])
-def test_an_override_that_changes_the_network_is_refused(compose_cfg, tmp_path, finished_run,
+def test_an_override_that_changes_the_network_is_refused(tmp_path, finished_run,
                                                          override):
     overrides = ["ckpt_path=last", override]
-    cfg = _default_cfg(compose_cfg, tmp_path, *overrides)
+    cfg = _default_cfg(tmp_path, *overrides)
     with pytest.raises(ConfigError, match=rf"{override} changes the network's shape .*"
                                           rf"{finished_run.name}"):
         with_run_config(cfg, overrides, task="train")
 
 
-def test_eval_of_a_non_default_codec_run_needs_no_overrides(compose_cfg, tmp_path,
+def test_eval_of_a_non_default_codec_run_needs_no_overrides(tmp_path,
                                                             finished_run):
     """The run's own test NME comes back from hih-eval given only the run folder."""
     trained = json.loads((finished_run / "metrics.json").read_text())["metrics"]
     overrides = [f"run_dir={finished_run}"]
-    cfg = _default_cfg(compose_cfg, tmp_path, *overrides, "logger=none", config_name="eval")
+    cfg = _default_cfg(tmp_path, *overrides, "logger=none", config_name="eval")
     merged = with_run_config(cfg, overrides, task="eval")
     assert merged.model.codec._target_.endswith("DARKCodec")
     assert merged.data.test_size == 8  # debug=tiny's split, not the default's
@@ -130,19 +130,19 @@ def test_eval_of_a_non_default_codec_run_needs_no_overrides(compose_cfg, tmp_pat
         assert evaluated[key] == pytest.approx(trained[key], abs=1e-6), key
 
 
-def test_eval_data_overrides_apply_on_top_of_the_run(compose_cfg, tmp_path, finished_run):
+def test_eval_data_overrides_apply_on_top_of_the_run(tmp_path, finished_run):
     overrides = ["ckpt_path=last", "data.test_size=5", "trainer.accelerator=cpu"]
-    cfg = _default_cfg(compose_cfg, tmp_path, *overrides, config_name="eval")
+    cfg = _default_cfg(tmp_path, *overrides, config_name="eval")
     merged = with_run_config(cfg, overrides, task="eval")
     assert merged.data.test_size == 5 and merged.data.train_size == 16
     assert merged.task_name == "eval" and Path(merged.paths.output_dir) == tmp_path / "new"
 
 
-def test_a_checkpoint_without_a_run_folder_uses_the_command_line_config(tmp_path, compose_cfg,
+def test_a_checkpoint_without_a_run_folder_uses_the_command_line_config(tmp_path,
                                                                         finished_run):
     lone = tmp_path / "lone.ckpt"
     lone.write_bytes((finished_run / "checkpoints" / "last.ckpt").read_bytes())
-    cfg = _default_cfg(compose_cfg, tmp_path, f"ckpt_path={lone}")
+    cfg = _default_cfg(tmp_path, f"ckpt_path={lone}")
     merged = with_run_config(cfg, [f"ckpt_path={lone}"], task="train")
     assert merged.model.codec._target_ == cfg.model.codec._target_
     assert merged.ckpt_path == str(lone)
