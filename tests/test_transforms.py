@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 
 from hih_lightning.config import ConfigError, instantiate_node, validate_config
-from hih_lightning.data.datamodules import FaceDataset
+from hih_lightning.data.datamodules import FaceDataset, RecordSource
 from hih_lightning.data.metainfo import COFW, W300, WFLW, get_meta
 from hih_lightning.data.photometric import (
     Photometric,
@@ -340,6 +340,29 @@ def test_worker_count_does_not_change_the_crops(compose_cfg):
     unaugmented = torch.cat([b["image"] for b in plain.train_dataloader()])
     changed = (unaugmented != serial).flatten(1).any(dim=1)
     assert 0 < changed.sum() < len(changed)  # the list ran, with its probabilities
+
+
+def test_faces_are_rendered_once_and_the_crops_do_not_change(compose_cfg):
+    sizes = ("data.train_size=12", "data.val_size=3", "data.test_size=0")
+    live = _synthetic_train(compose_cfg, *sizes).datasets["train"]
+    assert isinstance(live.source, SyntheticFaces)
+    keys = (0, 5, 11, 12 + 4)  # the last is face 4 in epoch 1
+    expected = [live[key] for key in keys]
+    for workers in (0, 2):
+        datamodule = _synthetic_train(compose_cfg, *sizes)
+        datamodule.num_workers = workers
+        datamodule.train_dataloader()
+        rendered = datamodule.datasets["train"].source
+        assert isinstance(rendered, RecordSource) and len(rendered) == 12
+        for key, want in zip(keys, expected, strict=True):
+            got = datamodule.datasets["train"][key]
+            for name in ("image", "landmarks", "landmarks_image", "visible", "attributes"):
+                assert torch.equal(got[name], want[name]), (workers, key, name)
+        datamodule.train_dataloader()
+        assert datamodule.datasets["train"].source is rendered  # once, not per loader
+        assert isinstance(datamodule.datasets["val"].source, SyntheticFaces)  # not used yet
+        datamodule.val_dataloader()
+        assert len(datamodule.datasets["val"].source) == 3
 
 
 class _OneFace:
