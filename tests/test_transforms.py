@@ -7,10 +7,12 @@ from __future__ import annotations
 import random
 
 import albumentations as A
+import lightning as L
 import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader
 
 from hih_lightning.config import ConfigError, instantiate_node, validate_config
@@ -363,6 +365,28 @@ def test_faces_are_rendered_once_and_the_crops_do_not_change(compose_cfg):
         assert isinstance(datamodule.datasets["val"].source, SyntheticFaces)  # not used yet
         datamodule.val_dataloader()
         assert len(datamodule.datasets["val"].source) == 3
+
+
+@pytest.mark.parametrize(("trainer_kwargs", "stage", "split", "rendered"), [
+    ({"max_epochs": 3}, "fit", "train", True),
+    ({"max_epochs": 3}, "fit", "val", True),
+    ({"fast_dev_run": True}, "fit", "train", False),
+    ({"max_epochs": 1}, "fit", "train", False),
+    ({"max_epochs": 3, "limit_train_batches": 2}, "fit", "train", False),
+    ({"max_epochs": 3}, "test", "test", False),
+])
+def test_faces_read_once_are_not_rendered_first(compose_cfg, trainer_kwargs, stage, split,
+                                               rendered):
+    datamodule = instantiate_node(compose_cfg("data.image_size=64", "data.train_size=8",
+                                              "data.val_size=2", "data.test_size=2"), "data")
+    datamodule.setup(None)
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, **trainer_kwargs)
+    trainer.state.fn = TrainerFn(stage)
+    datamodule.trainer = trainer
+    getattr(datamodule, f"{split}_dataloader")()
+    source = datamodule.datasets[split].source
+    assert isinstance(source, RecordSource if rendered else SyntheticFaces)
 
 
 class _OneFace:

@@ -183,8 +183,22 @@ class SyntheticDataModule(FaceDataModule):
                 for split, size in self.sizes.items() if size > 0}
 
     def _loader(self, split: str, train: bool) -> DataLoader:
-        self._render_once(split)
+        if self._read_again(split):
+            self._render_once(split)
         return super()._loader(split, train)
+
+    def _read_again(self, split: str) -> bool:
+        """Whether the loader will read the split's faces more than once: training of several
+        epochs reads train and val every epoch; a test, a fast_dev_run or a limited run reads
+        them once, and rendering first would only delay it. Without a trainer (a script
+        iterating the loaders) every split counts as read again."""
+        trainer = self.trainer
+        if trainer is None:
+            return True
+        if split not in ("train", "val") or trainer.state.fn != "fit" or trainer.fast_dev_run:
+            return False
+        limit = trainer.limit_train_batches if split == "train" else trainer.limit_val_batches
+        return isinstance(limit, float) and limit == 1.0 and trainer.max_epochs != 1
 
     def _render_once(self, split: str) -> None:
         """Replace the split's renderer by its rendered faces before its first loader.
