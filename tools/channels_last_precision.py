@@ -12,11 +12,14 @@ the channels-last decision in experiments/README.md.
 from __future__ import annotations
 
 import argparse
+import sys
+import tempfile
+from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 
-from hih_lightning.config import CONFIG_DIR, instantiate_node
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from bench_train import Mode, build_model, compose_cfg, synthetic_batch  # noqa: E402
 
 
 def relative_error(approx: torch.Tensor, exact: torch.Tensor) -> float:
@@ -34,19 +37,15 @@ def batch_norm_grads(x: torch.Tensor, g: torch.Tensor, channels_last: bool
 
 
 def step_grads(dtype: torch.dtype, channels_last: bool, batch: int) -> dict[str, torch.Tensor]:
-    """Parameter gradients of the main job's training step, seeded init, one seeded batch."""
-    with initialize_config_dir(str(CONFIG_DIR), version_base=None):
-        cfg = compose("train", overrides=["experiment=synthetic_hih",
-                                          f"model.channels_last={channels_last}"])
-    torch.manual_seed(0)
-    module = instantiate_node(cfg, "model").to(dtype).train()
+    """Parameter gradients of the main job's training step: bench_train's seeded init and
+    seeded uint8 batch, in ``dtype``."""
+    with tempfile.TemporaryDirectory() as out:  # the config's log paths; nothing is written
+        cfg = compose_cfg("synthetic_hih", "cpu", None, Path(out))
+    module, _ = build_model(cfg, Mode.parse("cl" if channels_last else "fp32"), "cpu")
+    module = module.to(dtype)
     module.log_dict = lambda *args, **kwargs: None  # no trainer attached
-    size = int(cfg.model.net.input_size)
-    gen = torch.Generator().manual_seed(0)
-    data = {"image": torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8,
-                                   generator=gen),
-            "landmarks": (torch.rand(batch, int(cfg.data.num_landmarks), 2, generator=gen)
-                          * (size - 1)).to(dtype)}
+    data = synthetic_batch(module, batch, int(cfg.data.num_landmarks), "cpu")
+    data["landmarks"] = data["landmarks"].to(dtype)
     module.training_step(data, 0).backward()
     return {name: p.grad for name, p in module.named_parameters() if p.grad is not None}
 
