@@ -51,6 +51,7 @@ from omegaconf import OmegaConf
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_data import make_images  # noqa: E402
 
+from hih_lightning.allocator import keep_freed_memory  # noqa: E402
 from hih_lightning.config import CONFIG_DIR, instantiate_node  # noqa: E402
 
 PARTS = ("fp32", "cl", "bf16", "compile", "graphs")
@@ -373,6 +374,7 @@ def run(args: argparse.Namespace, device: str, experiment: str, tmp: Path, devnu
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
+    kept = keep_freed_memory()  # as hih-train does
     steps = args.steps or (30 if device == "cuda" else 10)
     budget = args.budget or (420.0 if device == "cuda" else float("inf"))
     modes = [Mode.parse(m) for m in (args.modes or DEFAULT_MODES[device]).split(",")]
@@ -393,7 +395,7 @@ def run(args: argparse.Namespace, device: str, experiment: str, tmp: Path, devnu
     print(f"torch {torch.__version__}, lightning {L.__version__}; experiment={experiment}: "
           f"{net.variant} {net.input_size} px, decimal {net.decimal_size}, "
           f"{cfg.data.num_landmarks} landmarks, {device}; median of {steps} steps after "
-          f"{args.warmup} warm-up steps\n")
+          f"{args.warmup} warm-up steps; freed buffers kept by malloc: {kept}\n")
     trainer_col = " | in Trainer img/s | Trainer ms/step" if args.trainer else ""
     print(f"| mode | batch | ms/step | images/s | vs fp32 | warm-up s{trainer_col} "
           f"| WFLW 60 ep | main job |" + (" peak GiB |" if device == "cuda" else ""))
