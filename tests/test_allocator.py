@@ -45,7 +45,8 @@ _STEPS = textwrap.dedent("""
 def _faults_per_step(mode: str, config: Path) -> tuple[bool, float]:
     out = subprocess.run([sys.executable, "-c", _STEPS, mode, str(config)],
                          capture_output=True, text=True, check=True,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"}).stdout.split()
+                         env={**{k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"},
+                              "OMP_NUM_THREADS": "1"}).stdout.split()
     return out[0] == "True", float(out[1])
 
 
