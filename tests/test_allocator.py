@@ -75,3 +75,15 @@ def test_user_malloc_tunables_are_left_alone(monkeypatch):
 def test_other_c_libraries_are_left_alone(monkeypatch):
     monkeypatch.setattr(allocator.platform, "libc_ver", lambda: ("musl", "1.2"))
     assert allocator.keep_freed_memory() is False
+
+
+def test_training_and_evaluation_apply_it_before_building_anything(compose_cfg, monkeypatch):
+    import hih_lightning.train as train
+
+    order = []
+    monkeypatch.setattr(train, "keep_freed_memory", lambda: order.append("malloc"))
+    instantiate = train.instantiate_node
+    monkeypatch.setattr(train, "instantiate_node",
+                        lambda cfg, key, **kw: order.append(key) or instantiate(cfg, key, **kw))
+    train.build(compose_cfg("logger=none"))  # hih-train's and hih-eval's common start
+    assert order[:2] == ["malloc", "data"]
