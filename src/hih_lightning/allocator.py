@@ -12,7 +12,6 @@ keeps its peak heap, which training reaches every step anyway.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 import platform
@@ -39,6 +38,6 @@ def keep_freed_memory() -> bool:
     if "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
         log.info("GLIBC_TUNABLES sets malloc options: leaving them as they are")
         return False
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    libc = ctypes.CDLL(None)  # the running process, with the glibc it is linked against
     return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
                 and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
