@@ -26,7 +26,7 @@ class DownBlock(nn.Module):
         self.shortcut = ConvBN(channels, channels, 1, stride=2, relu=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.conv2(self.conv1(x)) + self.shortcut(x))
+        return F.relu_(self.conv2(self.conv1(x)).add_(self.shortcut(x)))  # as in Residual
 
 
 class DecimalTrunk(nn.Module):
