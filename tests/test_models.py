@@ -8,9 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from hih_lightning import build_model, load_published_checkpoint
+from hih_lightning.config import instantiate_node
 from hih_lightning.models import parameter_counts
+from hih_lightning.models.heads import DownBlock
+from hih_lightning.models.hourglass import Hourglass, Residual
 from hih_lightning.models.published import CheckpointMismatch, convert_published_state_dict
 from published_reference import PublishedHIH
 
@@ -256,11 +260,6 @@ def _save(tmp_path: Path, state: dict) -> Path:
 
 def _out_of_place(block: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The blocks' sums and ReLUs written without reusing buffers: the arithmetic to match."""
-    import torch.nn.functional as F
-
-    from hih_lightning.models.heads import DownBlock
-    from hih_lightning.models.hourglass import Hourglass, Residual
-
     if isinstance(block, Residual):
         identity = x if block.skip is None else block.skip(x)
         return F.relu(block.conv3(block.conv2(block.conv1(x))) + identity)
@@ -276,9 +275,6 @@ def _out_of_place(block: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 def test_in_place_blocks_equal_the_out_of_place_arithmetic(block):
     """The in-place sums and ReLUs give bit-identical outputs and gradients, and autograd
     accepts them (it raises if a buffer a backward needs was overwritten)."""
-    from hih_lightning.models.heads import DownBlock
-    from hih_lightning.models.hourglass import Hourglass, Residual
-
     torch.manual_seed(0)
     module, channels = {"residual": (Residual(16, 16), 16), "projection": (Residual(8, 16), 8),
                         "down": (DownBlock(16), 16), "hourglass": (Hourglass(2, 16), 16)}[block]
@@ -296,32 +292,30 @@ def test_in_place_blocks_equal_the_out_of_place_arithmetic(block):
 
 
 def test_cpu_model_updates_with_foreach_adam_as_the_per_tensor_loop(compose_cfg):
-    """hih_cpu asks Adam for its foreach update (torch's CPU default is one tensor at a time);
-    the parameters after three steps are bit-identical to the per-tensor loop's."""
-    from hih_lightning.config import instantiate_node
-
+    """hih_cpu asks Adam for its foreach update (torch's CPU default loops over the tensors
+    in Python); the parameters after three steps are bit-identical to that loop's."""
     cfg = compose_cfg("experiment=synthetic_hih", "model.net.input_size=64",
                       "model.net.decimal_size=4")
-    params = []
-    for foreach in (None, False):
+    gen = torch.Generator().manual_seed(1)
+    batch = {"image": torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8, generator=gen),
+             "landmarks": torch.rand(2, 98, 2, generator=gen) * 63}
+
+    def flat(module: torch.nn.Module) -> torch.Tensor:
+        return torch.cat([p.detach().flatten() for p in module.parameters()])
+
+    trained = []
+    for foreach in (True, False):
         torch.manual_seed(0)
         module = instantiate_node(cfg, "model")
+        initial = flat(module)
         module.log_dict = lambda *args, **kwargs: None  # no trainer attached
         optimizer = module.configure_optimizers()["optimizer"]
-        if foreach is None:
-            assert optimizer.defaults["foreach"] is True
-        else:
-            optimizer.defaults["foreach"] = False
-            for group in optimizer.param_groups:
-                group["foreach"] = False
-        gen = torch.Generator().manual_seed(1)
-        batch = {"image": torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8, generator=gen),
-                 "landmarks": torch.rand(2, 98, 2, generator=gen) * 63}
+        assert [group["foreach"] for group in optimizer.param_groups] == [True]  # the config's
+        optimizer.param_groups[0]["foreach"] = foreach
         for _ in range(3):
             optimizer.zero_grad()
             module.training_step(batch, 0).backward()
             optimizer.step()
-        params.append(torch.cat([p.detach().flatten() for p in module.parameters()]))
-    assert not torch.equal(params[0], torch.cat([p.detach().flatten() for p in
-                                                 instantiate_node(cfg, "model").parameters()]))
-    assert torch.equal(params[0], params[1])
+        trained.append(flat(module))
+        assert not torch.equal(trained[-1], initial)
+    assert torch.equal(trained[0], trained[1])
