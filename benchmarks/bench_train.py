@@ -18,7 +18,7 @@ Each mode is also run (unless ``--no-trainer``) inside ``lightning.Trainer.fit``
 experiment's trainer config (progress bar, log interval, precision) on the same in-memory
 batch: the difference is Lightning's per-step cost. The training DataLoader is timed alone
 (``--loader-batches``), as the limit the loader puts on a real run. Projections: the published
-WFLW recipe (60 epochs x 7,500 images) and the main job (1,000 steps x 16 images), from the
+WFLW recipe (60 epochs x 7,500 images) and the main job (its config's faces x epochs), from the
 Trainer rate where measured, at the row's batch size (both recipes use batch 16).
 
     python benchmarks/bench_train.py                          # CPU: hih_cpu, 128 px
@@ -59,7 +59,6 @@ DEFAULT_MODES = {"cpu": "fp32,cl,bf16,bf16+cl,compile",
                  "cuda": "fp32,cl,bf16,bf16+cl,compile,graphs,bf16+cl+graphs"}
 DEFAULT_EXPERIMENT = {"cpu": "synthetic_hih", "cuda": "wflw_hih_b"}
 WFLW_IMAGES = 60 * 7_500   # the published recipe: 60 epochs of the 7,500 training faces
-MAIN_JOB_IMAGES = 1_000 * 16  # experiment=synthetic_hih: 2,000 faces x 8 epochs at batch 16
 
 
 @dataclass(frozen=True)
@@ -383,6 +382,8 @@ def run(args: argparse.Namespace, device: str, experiment: str, tmp: Path, devnu
     batches = [int(b) for b in args.batch.split(",")]
     cfg = compose_cfg(experiment, device, args.input, tmp)
     net = cfg.model.net
+    main_job = compose_cfg("synthetic_hih", "cpu", None, tmp)
+    main_job_images = main_job.data.train_size * main_job.trainer.max_epochs
 
     begun = time.perf_counter()
     print(f"\n{cpu_description()}")
@@ -431,7 +432,7 @@ def run(args: argparse.Namespace, device: str, experiment: str, tmp: Path, devnu
                     f"{rate / base:.2f}x", f"{warm:.1f}"]
             if args.trainer:
                 cols += [f"{real:.1f}", f"{in_trainer * 1e3:.1f}"]
-            cols += [duration(WFLW_IMAGES / real), duration(MAIN_JOB_IMAGES / real)]
+            cols += [duration(WFLW_IMAGES / real), duration(main_job_images / real)]
             if device == "cuda":
                 cols.append(f"{memory:.2f}")
             print("| " + " | ".join(map(str, cols)) + " |", flush=True)

@@ -100,6 +100,17 @@ def test_an_ablation_runs_on_a_benchmark_recipe_unchanged():
     assert cfg.trainer.max_epochs == 60 and cfg.ablation.group == "wflw_hih_t-stacks"
 
 
+def test_the_64px_study_budget_keeps_its_own_schedule():
+    """The sub-pixel study's 64 px tables are 1,000-step runs with drops at epochs 5 and 7
+    (experiments/subpixel/README.md); the budget inherits the rest from the main job."""
+    study, main_job = _compose("experiment=synthetic_ablation_64"), _compose(
+        "experiment=synthetic_hih")
+    assert study.data.train_size // study.data.batch_size * study.trainer.max_epochs == 1000
+    assert list(study.model.scheduler.milestones) == [5, 7]
+    assert study.model.optimizer == main_job.model.optimizer
+    assert study.data.train_size == main_job.data.train_size
+
+
 @pytest.mark.parametrize(("launcher", "target"), [("basic", "BasicLauncher"),
                                                   ("joblib", "JoblibLauncher"),
                                                   ("slurm", "SlurmLauncher")])
