@@ -15,13 +15,15 @@ SEEDS ?= 0,1,2
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@# uv resolves and unpacks in parallel: 39 s against pip's 88 s from a cold cache on the
-	@# 2-core reference machine (experiments/README.md, "Install with uv"). It compiles the
-	@# bytecode at install, since PYTHONDONTWRITEBYTECODE=1 machines never cache it later.
-	$(BIN)/python -m pip install -q uv
+	@# uv resolves and unpacks in parallel, and the venv starts without pip (ensurepip alone
+	@# takes 7 s): 35 s against pip's 88 s from a cold cache on the 2-core reference machine
+	@# (experiments/README.md, "Install with uv"). uv still puts pip into the venv, so that an
+	@# activated venv's `pip` is its own. The bytecode is compiled at install because
+	@# machines that set PYTHONDONTWRITEBYTECODE=1 would otherwise compile at every start.
+	test -x $(BIN)/python || $(PYTHON) -m venv --without-pip $(VENV)
+	test -x $(BIN)/uv || $(PYTHON) -m pip --python $(BIN)/python install -q uv
 	$(BIN)/uv pip install -q --python $(BIN)/python --compile-bytecode \
-		$(foreach f,$(FIND_LINKS),--find-links $(f)) "$(TORCH_SPEC)" -e ".[dev,export]"
+		$(foreach f,$(FIND_LINKS),--find-links $(f)) "$(TORCH_SPEC)" -e ".[dev,export]" pip
 	@# hih-predict's face detector reads OpenCV's Haar cascade, which OpenCV 5 wheels no
 	@# longer ship: Debian's opencv-data has it (tests that need it skip without it)
 	@test -e /usr/share/opencv4/haarcascades/haarcascade_frontalface_default.xml \
