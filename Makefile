@@ -4,8 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # The local CPU build on the reference machine; set TORCH_SPEC="torch" (or a CUDA wheel) elsewhere.
 TORCH_SPEC ?= torch==2.13.0
-# Where that file lies: pip's find-links (uv reads no pip config, so it is passed on).
-FIND_LINKS ?= $(or $(PIP_FIND_LINKS),$(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))
+# Where that file lies: pip's find-links, from its config files or PIP_FIND_LINKS (uv reads
+# no pip config, so they are passed on)
+FIND_LINKS ?= $(sort $(shell $(PYTHON) -m pip config list 2>/dev/null \
+	| sed -n "s/^[^=]*[.]find-links='\(.*\)'$$/\1/p"))
 DATA_DIR ?=
 SEEDS ?= 0,1,2
 # make's commands keep Python's bytecode cache even where the shell sets
