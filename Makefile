@@ -12,7 +12,7 @@ DATA_DIR ?=
 SEEDS ?= 0,1,2
 # make's commands keep Python's bytecode cache even where the shell sets
 # PYTHONDONTWRITEBYTECODE=1 (the reference machine does): the first `make main` compiles
-# only what training imports (about 13 s), instead of compiling all 190 MB of the venv at
+# only what training imports (about 14 s), instead of compiling all 190 MB of the venv at
 # install (30-36 s) or every import at every start (12 s a command).
 unexport PYTHONDONTWRITEBYTECODE
 
