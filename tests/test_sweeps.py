@@ -185,6 +185,23 @@ def test_report_reads_the_csv_logger_when_there_is_no_metrics_json(tmp_path):
     assert rows[0]["test/nme_std"] == "nan"  # one seed: no spread to report
 
 
+def test_report_follows_linked_run_folders_once(tmp_path):
+    """Runs gathered as links in one folder make one table; a link loop does not hang it."""
+    params = {"model/codec": "argmax,hih", "seed": "0,1"}
+    for num, (codec, seed, nme) in enumerate([("argmax", 0, 0.05), ("argmax", 1, 0.07),
+                                              ("hih", 0, 0.04)]):
+        _make_job(tmp_path / "runs" / str(num), [f"model/codec={codec}", f"seed={seed}"],
+                  {"test/nme": nme, "test/fr": 0.0, "test/auc": 0.5}, params)
+    gathered = tmp_path / "gathered"
+    gathered.mkdir()
+    for num in range(3):
+        (gathered / f"run{num}").symlink_to(tmp_path / "runs" / str(num))
+    (gathered / "loop").symlink_to(gathered)
+    rows = {r["model/codec"]: r for r in _csv_rows(write_report(gathered)["csv"])}
+    assert {codec: int(r["n_seeds"]) for codec, r in rows.items()} == {"argmax": 2, "hih": 1}
+    assert float(rows["argmax"]["test/nme_mean"]) == pytest.approx(0.06)
+
+
 def test_report_without_finished_jobs_names_the_directory(tmp_path, capsys):
     _make_job(tmp_path / "0", ["seed=0"], None, {"seed": "0,1"})
     with pytest.raises(ReportError, match=f"{tmp_path}: no finished jobs"):

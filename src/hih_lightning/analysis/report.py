@@ -19,6 +19,7 @@ import argparse
 import csv
 import json
 import math
+import os
 import re
 import statistics
 import sys
@@ -162,13 +163,28 @@ def _resolved_values(cfg: DictConfig, choices: dict[str, object] | None) -> dict
     return values
 
 
+def _job_configs(root: Path) -> list[Path]:
+    """The ``.hydra/config.yaml`` of every job folder under ``root``. Linked folders are
+    followed (a folder of links is a natural way to gather runs for one table), each real
+    folder once, so a link loop ends."""
+    configs, seen = [], set()
+    for folder, subfolders, _ in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders.clear()
+            continue
+        seen.add(real)
+        if (config := Path(folder) / ".hydra" / "config.yaml").is_file():
+            configs.append(config)
+    return configs
+
+
 def find_jobs(sweep_dirs: Path | Sequence[Path]) -> list[Job]:
     """Every job folder under the sweep directories (each in the sweep's order), finished
     or not."""
     jobs = []
     for sweep_dir in [sweep_dirs] if isinstance(sweep_dirs, Path) else sweep_dirs:
-        for config_path in sorted(Path(sweep_dir).glob("**/.hydra/config.yaml"),
-                                  key=_natural_key):
+        for config_path in sorted(_job_configs(Path(sweep_dir)), key=_natural_key):
             job_dir = config_path.parent.parent
             cfg = OmegaConf.load(config_path)
             hydra_path = job_dir / ".hydra" / "hydra.yaml"
