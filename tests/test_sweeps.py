@@ -101,14 +101,19 @@ def test_an_ablation_runs_on_a_benchmark_recipe_unchanged():
 
 
 def test_the_64px_study_budget_keeps_its_own_schedule():
-    """The sub-pixel study's 64 px tables are 1,000-step runs with drops at epochs 5 and 7
-    (experiments/subpixel/README.md); the budget inherits the rest from the main job."""
+    """The sub-pixel study's 64 px tables are 1,000-step runs on 2,000 faces with drops at
+    epochs 5 and 7 (experiments/subpixel/README.md), whatever the main job's budget; the
+    optimiser is the main job's."""
     study, main_job = _compose("experiment=synthetic_ablation_64"), _compose(
         "experiment=synthetic_hih")
+    assert (study.data.train_size, study.data.val_size) == (2000, 200)
     assert study.data.train_size // study.data.batch_size * study.trainer.max_epochs == 1000
     assert list(study.model.scheduler.milestones) == [5, 7]
     assert study.model.optimizer == main_job.model.optimizer
-    assert study.data.train_size == main_job.data.train_size
+    # the main job: 1,800 faces x 7 epochs (the last at a tenth of the rate) = 784 steps
+    assert main_job.data.train_size // main_job.data.batch_size * main_job.trainer.max_epochs \
+        == 784
+    assert list(main_job.model.scheduler.milestones) == [6]
 
 
 @pytest.mark.parametrize(("launcher", "target"), [("basic", "BasicLauncher"),
