@@ -20,6 +20,7 @@ the format and what it changes.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sys
 from dataclasses import dataclass
@@ -36,10 +37,13 @@ from hih_lightning.data.formats import (
     read_center_scale_csv,
     read_cofw_mat,
     read_wflw_list,
+    read_ytf68_csv,
 )
 from hih_lightning.data.formats.w300 import SPLITS as W300_FOLDER_SPLITS
+from hih_lightning.data.formats.ytf68 import identity_of
 from hih_lightning.data.integrity import image_file_problem
 from hih_lightning.data.metainfo import get_meta
+from hih_lightning.data.records import FaceRecord
 from hih_lightning.data.transforms import AugmentConfig, FaceTransform
 
 log = logging.getLogger(__name__)
@@ -380,13 +384,96 @@ class FileListDataModule(BenchmarkDataModule):
         return RecordSource(records)
 
 
+def identity_bucket(identity: str) -> float:
+    """A person's place in [0, 1): the first 8 bytes of the SHA-256 of the name, so a split by
+    person depends only on the name, never on file order, machine or Python's hash seed."""
+    digest = hashlib.sha256(identity.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+class YTF68DataModule(BenchmarkDataModule):
+    """The YouTube Faces 68-point set, read as distributed (no conversion step).
+
+    ``root`` holds ``training/``, ``test/``, ``training_frames_keypoints.csv`` and
+    ``test_frames_keypoints.csv`` (:mod:`hih_lightning.data.formats.ytf68`).
+
+    ``split="identity"`` (default): the frames of both CSVs are pooled and split by person,
+    so no one in test (or val) is seen in training. A person goes to test when
+    ``identity_bucket(name) < test_fraction``, to val when it is below
+    ``test_fraction + val_fraction``, else to train; with the defaults (0.2, 0.05) that is
+    about 70 / 17 / 260 of the 347 people. ``split="distributed"``: the files' own split
+    (val = test), which shares every person between train and test: it measures how well a
+    model remembers people, and a warning says so.
+    """
+
+    FILES = {"train": ("training", "training_frames_keypoints.csv"),
+             "test": ("test", "test_frames_keypoints.csv")}
+    SPLITS = ("identity", "distributed")
+
+    def __init__(self, root: str | Path, split: str = "identity", test_fraction: float = 0.2,
+                 val_fraction: float = 0.05, dataset: str = "ytf68", **kwargs: Any) -> None:
+        if split not in self.SPLITS:
+            raise ValueError(f"ytf68: split must be one of {self.SPLITS}, got {split!r}")
+        if not (0.0 < test_fraction and 0.0 <= val_fraction
+                and test_fraction + val_fraction < 1.0):
+            raise ValueError(f"ytf68: need 0 < test_fraction, 0 <= val_fraction and their sum "
+                             f"< 1, got test_fraction={test_fraction}, val_fraction={val_fraction}")
+        self.root, self.split = Path(root), split
+        self.test_fraction, self.val_fraction = float(test_fraction), float(val_fraction)
+        if split == "distributed":
+            log.warning("ytf68: data.split=distributed shares every person between train and "
+                        "test, so test NME measures memorised people; use data.split=identity "
+                        "for held-out people")
+        super().__init__(dataset=dataset, **kwargs)
+
+    def layout(self) -> Layout:
+        hint = ("set data.root=<folder holding training/, test/ and the two "
+                "*_frames_keypoints.csv files of the YouTube Faces 68-point set>")
+        files = {s: self.root / csv_name for s, (_, csv_name) in self.FILES.items()}
+        annotations = {"train": files["train"], "val": files["test"], "test": files["test"]}
+        if self.split == "identity":  # every split reads both files
+            annotations["val"] = annotations["train"]
+        return Layout("ytf68", annotations, self.root / self.FILES["train"][0], hint)
+
+    def check_layout(self) -> Layout:
+        lay = super().check_layout()
+        expect(self.root / self.FILES["test"][0], lay.label, "test frames", lay.hint, is_dir=True)
+        return lay
+
+    def source_key(self, split: str) -> object:
+        if self.split == "distributed":
+            return ("distributed", "test" if split == "val" else split)
+        return ("identity", split)
+
+    def split_of(self, identity: str) -> str:
+        """Which split a person belongs to under ``split=identity``."""
+        bucket = identity_bucket(identity)
+        if bucket < self.test_fraction:
+            return "test"
+        return "val" if bucket < self.test_fraction + self.val_fraction else "train"
+
+    def read_file(self, name: str) -> list[FaceRecord]:
+        folder, csv_name = self.FILES[name]
+        return read_ytf68_csv(self.root / csv_name, image_root=self.root / folder)
+
+    def read_split(self, split: str, path: Path) -> RecordSource:
+        if self.split == "distributed":
+            return RecordSource(self.read_file("test" if split == "val" else split))
+        records = [record for name in ("train", "test") for record in self.read_file(name)
+                   if self.split_of(identity_of(record.image_path.name)) == split]
+        # a fixed order (by file, then frame) whatever the CSVs' row order
+        records.sort(key=lambda r: (r.image_path.name, r.image_path.parent.name))
+        return RecordSource(records)
+
+
 BENCHMARKS: dict[str, type[BenchmarkDataModule]] = {
     "wflw": WFLWDataModule, "300w": W300DataModule, "cofw": COFWDataModule,
+    "ytf68": YTF68DataModule,
 }
 
 __all__ = [
     "BENCHMARKS", "COFWDataModule", "DataPathError", "FileListDataModule", "W300DataModule",
-    "WFLWDataModule", "check_root",
+    "WFLWDataModule", "YTF68DataModule", "check_root", "identity_bucket",
 ]
 
 

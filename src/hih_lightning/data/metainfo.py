@@ -60,7 +60,11 @@ WFLW = DatasetMeta("wflw", 98, _wflw_flip_map(), (60, 72), (96, 97), WFLW_SUBSET
 W300 = DatasetMeta("300w", 68, _300w_flip_map(), (36, 45), None, ("common", "challenging"))
 COFW = DatasetMeta("cofw", 29, COFW_FLIP_MAP, (8, 9), (16, 17), ("occluded",))
 
-METAINFO: dict[str, DatasetMeta] = {m.name: m for m in (WFLW, W300, COFW)}
+# YouTube Faces frames with 68 points in the 300-W layout: 300-W's mirror map and inter-ocular
+# pair, without 300-W's (common, challenging) subsets.
+YTF68 = DatasetMeta("ytf68", 68, W300.flip_map, W300.inter_ocular)
+
+METAINFO: dict[str, DatasetMeta] = {m.name: m for m in (WFLW, W300, COFW, YTF68)}
 # The embedded synthetic faces use the WFLW-98 layout and WFLW's six attribute flags.
 METAINFO["synthetic"] = DatasetMeta("synthetic", 98, WFLW.flip_map, WFLW.inter_ocular,
                                     WFLW.inter_pupil, WFLW_SUBSETS)

@@ -133,9 +133,16 @@ class AugmentConfig:
     rotate_prob: float = 0.5
     rotate_deg: float = 30.0
     reference_size: int = 256
+    # zoom by U(1 - scale_delta, 1 + scale_delta) about the crop centre (not in the published
+    # recipe): makes a model tolerant of a face box that is not the landmark box, e.g. a
+    # detector's. Drawn last and only when scale_prob > 0, so other recipes draw as before.
+    scale_prob: float = 0.0
+    scale_delta: float = 0.0
     photometric: Sequence[Any] = field(default_factory=published_photometric)
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.scale_delta < 1.0:
+            raise ValueError(f"augment.scale_delta must be in [0, 1), got {self.scale_delta}")
         self.photometric = check_photometric(self.photometric)
 
     @classmethod
@@ -149,12 +156,13 @@ class AugmentParams:
     """One sample's geometric augmentation, fully determined (identity by default).
 
     ``translate`` is in crop px; ``angle`` in degrees, positive = counter-clockwise on screen
-    (OpenCV's convention).
+    (OpenCV's convention); ``scale`` > 1 enlarges the face in the crop.
     """
 
     translate: tuple[float, float] = (0.0, 0.0)
     flip: bool = False
     angle: float = 0.0
+    scale: float = 1.0
 
 
 def sample_augmentation(rng: np.random.Generator, cfg: AugmentConfig,
@@ -171,15 +179,18 @@ def sample_augmentation(rng: np.random.Generator, cfg: AugmentConfig,
     angle = 0.0
     if rng.random() < cfg.rotate_prob:
         angle = float(rng.uniform(-cfg.rotate_deg, cfg.rotate_deg))
-    return AugmentParams(translate, flip, angle)
+    scale = 1.0
+    if cfg.scale_prob > 0 and rng.random() < cfg.scale_prob:
+        scale = float(rng.uniform(1.0 - cfg.scale_delta, 1.0 + cfg.scale_delta))
+    return AugmentParams(translate, flip, angle, scale)
 
 
 def compose(crop: np.ndarray, augment: AugmentParams | None = None,
             out_size: int = 256) -> np.ndarray:
-    """2x3 float64 image px -> augmented crop px: crop, then translate, flip, rotate.
+    """2x3 float64 image px -> augmented crop px: crop, then translate, flip, rotate, zoom.
 
-    Flip is ``x' = (S - 1) - x`` and rotation is about the crop centre ((S-1)/2, (S-1)/2),
-    both in the pixel-centre convention. The caller still renames landmarks when
+    Flip is ``x' = (S - 1) - x``; rotation and zoom are about the crop centre
+    ((S-1)/2, (S-1)/2), all in the pixel-centre convention. The caller still renames landmarks when
     ``augment.flip`` (see :class:`FaceTransform`).
     """
     m = np.vstack([np.asarray(crop, dtype=np.float64), [0.0, 0.0, 1.0]])
@@ -197,6 +208,9 @@ def compose(crop: np.ndarray, augment: AugmentParams | None = None,
                         [-sin, cos, c + sin * c - cos * c],
                         [0.0, 0.0, 1.0]])
         m = rot @ m
+    if augment.scale != 1.0:
+        c, k = last / 2, augment.scale
+        m = np.array([[k, 0.0, c - k * c], [0.0, k, c - k * c], [0.0, 0.0, 1.0]]) @ m
     return m[:2].copy()
 
 

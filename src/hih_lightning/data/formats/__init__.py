@@ -21,6 +21,7 @@ from .errors import AnnotationError
 from .precropped import read_precropped_list
 from .w300 import read_300w_folders, read_center_scale_csv, read_pts
 from .wflw import read_wflw_list, read_wflw_subset_union
+from .ytf68 import identity_of, read_ytf68_csv
 
 READERS: dict[str, Callable[..., Any]] = {
     "wflw": read_wflw_list,
@@ -31,6 +32,7 @@ READERS: dict[str, Callable[..., Any]] = {
     "cofw_507_mat": read_cofw_507_mat,
     "precropped": read_precropped_list,
     "coco": read_coco_keypoints,
+    "ytf68_csv": read_ytf68_csv,
 }
 
 
@@ -51,6 +53,7 @@ def read_annotations(fmt: str, path: Path | str, **kw: Any
 __all__ = [
     "READERS",
     "AnnotationError",
+    "identity_of",
     "read_300w_folders",
     "read_annotations",
     "read_center_scale_csv",
@@ -62,4 +65,5 @@ __all__ = [
     "read_wflw_list",
     "read_wflw_subset_union",
     "read_xywh_boxes",
+    "read_ytf68_csv",
 ]
