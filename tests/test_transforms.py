@@ -198,7 +198,123 @@ def test_face_transform_takes_a_record_and_a_hydra_style_config():
     with pytest.raises(ValueError, match="cofw_test.mat:17"):
         transform(np.zeros((400, 600), np.uint8), no_box, rng)
     with pytest.raises(ValueError, match="unknown augmentation options"):
-        FaceTransform(augment={"scale_prob": 0.5}, flip_map=WFLW.flip_map)
+        FaceTransform(augment={"scale_jitter": 0.5}, flip_map=WFLW.flip_map)
+
+
+# -- zoom (scale_prob / scale_delta; not in the published recipe) ------------------------------
+def _published_draw(rng, cfg, out_size=256):
+    """sample_augmentation as it was before the zoom: translate, flip, rotate, nothing else."""
+    px = out_size / cfg.reference_size
+    translate = (0.0, 0.0)
+    if rng.random() < cfg.translate_prob:
+        tx, ty = rng.uniform(-cfg.translate_px, cfg.translate_px, size=2) * px
+        translate = (float(tx), float(ty))
+    flip = bool(rng.random() < cfg.flip_prob)
+    angle = 0.0
+    if rng.random() < cfg.rotate_prob:
+        angle = float(rng.uniform(-cfg.rotate_deg, cfg.rotate_deg))
+    return AugmentParams(translate, flip, angle)
+
+
+@pytest.mark.parametrize("params", [
+    AugmentParams(),
+    AugmentParams(translate=(12.3, -7.9), angle=23.0),
+    AugmentParams(translate=(-20.0, 5.5), flip=True, angle=-17.0),
+])
+@pytest.mark.parametrize("scale", [1.1, 0.87])
+def test_zoom_is_about_the_crop_centre_and_applied_last(params, scale):
+    rng = np.random.default_rng(12)
+    pts = face(rng, 98)
+    crop = crop_matrix(*crop_box(pts, "gt_box"), 256)
+    plain = apply_to_landmarks(compose(crop, params, 256), pts)
+    zoomed_params = AugmentParams(params.translate, params.flip, params.angle, scale)
+    zoomed = apply_to_landmarks(compose(crop, zoomed_params, 256), pts)
+    c = np.array([127.5, 127.5])
+    np.testing.assert_allclose(zoomed, c + scale * (plain - c), rtol=0, atol=1e-9)
+    # the centre stays put; a point at distance d goes to scale * d along the same ray
+    only = compose(np.eye(2, 3), AugmentParams(scale=scale), 256)
+    np.testing.assert_allclose(apply_to_landmarks(only, c), c, rtol=0, atol=1e-12)
+    for d, direction in ((10.0, (1.0, 0.0)), (37.5, (0.6, -0.8))):
+        moved = apply_to_landmarks(only, c + d * np.array(direction)) - c
+        assert np.linalg.norm(moved) == pytest.approx(scale * d, rel=1e-12)
+        np.testing.assert_allclose(moved / np.linalg.norm(moved), direction, atol=1e-12)
+    # and the round trip back to image px still holds
+    back = apply_to_landmarks(invert(compose(crop, zoomed_params, 256)), zoomed)
+    np.testing.assert_allclose(back, pts, rtol=0, atol=1e-9)
+
+
+def test_zoom_off_draws_exactly_as_the_published_recipe():
+    for cfg in (AugmentConfig(), AugmentConfig(scale_prob=0.0, scale_delta=0.3),
+                AugmentConfig(translate_prob=1, flip_prob=1, rotate_prob=1, scale_delta=0.2)):
+        for seed in range(50):
+            new, old = np.random.default_rng(seed), np.random.default_rng(seed)
+            params = sample_augmentation(new, cfg, 128)
+            assert params == _published_draw(old, cfg, 128) and params.scale == 1.0
+            # nothing more was drawn: the rng is where the published recipe leaves it
+            assert new.bit_generator.state == old.bit_generator.state
+            assert new.random() == old.random()
+
+
+def test_zoom_on_draws_last_within_its_range():
+    cfg = AugmentConfig(scale_prob=1.0, scale_delta=0.1)
+    scales = []
+    for seed in range(500):
+        new, old = np.random.default_rng(seed), np.random.default_rng(seed)
+        params = sample_augmentation(new, cfg)
+        published = _published_draw(old, cfg)
+        # drawn last: translate, flip and angle are the published draws of the same seed
+        assert (params.translate, params.flip, params.angle) == \
+            (published.translate, published.flip, published.angle)
+        # then one coin (p = scale_prob) and the zoom itself, nothing else
+        assert old.random() < 1.0 and params.scale == old.uniform(0.9, 1.1)
+        assert new.bit_generator.state == old.bit_generator.state
+        scales.append(params.scale)
+    assert min(scales) >= 0.9 and max(scales) <= 1.1
+    assert min(scales) < 0.91 and max(scales) > 1.09 and abs(np.mean(scales) - 1.0) < 0.01
+    half = [sample_augmentation(np.random.default_rng(s), AugmentConfig(scale_prob=0.5,
+                                                                        scale_delta=0.1))
+            for s in range(2000)]
+    assert 0.45 <= np.mean([d.scale != 1.0 for d in half]) <= 0.55
+    for delta in (1.0, -0.1):
+        with pytest.raises(ValueError, match="scale_delta"):
+            AugmentConfig(scale_delta=delta)
+
+
+@pytest.mark.parametrize("scale", [1.1, 0.9])
+def test_zoomed_face_transform_moves_pixels_with_landmarks(scale):
+    rng = np.random.default_rng(21)
+    pts = face(rng, 68)
+    k = 36  # an eye corner, off the crop centre
+    image = (255 * _gaussian_dot((480, 640), *pts[k], sigma=3.0)).round().astype(np.uint8)
+    image = np.repeat(image[:, :, None], 3, axis=2)
+    transform = FaceTransform("gt_box", 128, {"scale_prob": 1.0, "scale_delta": 0.1,
+                                              "flip_prob": 0, "photometric": []},
+                              W300.flip_map)
+    plain = transform(image, pts, params=AugmentParams())
+    out = transform(image, pts, params=AugmentParams(scale=scale))
+    c = np.array([63.5, 63.5])
+    np.testing.assert_allclose(out["landmarks"], c + scale * (plain["landmarks"] - c),
+                               rtol=0, atol=1e-4)
+    expected = out["landmarks"][k].astype(np.float64)
+    crop = out["image"][:, :, 0].astype(np.float64)
+    yy, xx = np.mgrid[:128, :128]
+    window = (np.abs(xx - expected[0]) < 10) & (np.abs(yy - expected[1]) < 10)
+    weights = crop * window
+    centroid = np.array([(weights * xx).sum(), (weights * yy).sum()]) / weights.sum()
+    assert np.abs(centroid - expected).max() < 0.05
+    # the dot's spread scales too: its second moment grows by scale^2
+    def spread(img, at):
+        w = img * ((np.abs(xx - at[0]) < 10) & (np.abs(yy - at[1]) < 10))
+        return (w * ((xx - at[0]) ** 2 + (yy - at[1]) ** 2)).sum() / w.sum()
+    ratio = spread(crop, expected) / spread(plain["image"][:, :, 0].astype(np.float64),
+                                            plain["landmarks"][k].astype(np.float64))
+    assert ratio == pytest.approx(scale**2, rel=0.05)
+    # drawn from the rng, the zoom is what sample_augmentation says for that seed
+    drawn = transform(image, pts, np.random.default_rng(5))
+    params = sample_augmentation(np.random.default_rng(5), transform.augment, 128)
+    assert 0.9 <= params.scale <= 1.1 and params.scale != 1.0
+    np.testing.assert_allclose(drawn["matrix"],
+                               compose(crop_matrix(*crop_box(pts, "gt_box"), 128), params, 128))
 
 
 # -- the photometric list -----------------------------------------------------------------------

@@ -47,6 +47,10 @@ def read_ytf68_csv(path: Path | str, image_root: Path | str | None = None,
         if len(header) != 1 + 2 * NUM_POINTS:
             raise AnnotationError(f"{where(path, 1)}: header has {len(header)} columns, expected "
                                   f"{1 + 2 * NUM_POINTS} (image name + x0,y0..x67,y67)")
+        # a file without its header would otherwise lose its first face without a word
+        if [cell.strip() for cell in header[1:]] != [str(i) for i in range(2 * NUM_POINTS)]:
+            raise AnnotationError(f"{where(path, 1)}: header is not ',0,1,...,"
+                                  f"{2 * NUM_POINTS - 1}' (got {','.join(header[:4])},...)")
         for lineno, row in enumerate(rows, start=2):
             if not row or not any(cell.strip() for cell in row):
                 continue
