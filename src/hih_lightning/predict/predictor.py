@@ -45,6 +45,12 @@ class Face:
                 "scores": np.round(self.scores, 4).tolist()}
 
 
+# detector kind -> (box_scale, box_shift) of :func:`detector_to_landmark_box` by default.
+# haar: measured on the 9 annotated faces it finds in shared/data (see below). hog: fitted on
+# the training people of the YouTube Faces 68-point set (experiments/real_faces/README.md).
+DETECTOR_BOX: dict[str, tuple[float, float]] = {"haar": (0.88, 0.13), "hog": (0.973, 0.112)}
+
+
 def detector_to_landmark_box(boxes: np.ndarray, scale: float, shift: float) -> np.ndarray:
     """Detector boxes (K, 4) -> the landmark boxes they predict: same centre x, centre moved
     down by ``shift`` x the box side, side x ``scale``.
@@ -102,8 +108,20 @@ class Predictor:
         self.module.hparams.flip_test = bool(flip_test)
         self.crop_factor, self.batch_size = float(crop_factor), int(batch_size)
         self.detector_options = dict(detector or {})
-        self.box_scale = float(self.detector_options.pop("box_scale", 0.88))
-        self.box_shift = float(self.detector_options.pop("box_shift", 0.13))
+        self.detector_kind = str(self.detector_options.pop("kind", "haar"))
+        if self.detector_kind not in DETECTOR_BOX:
+            raise ConfigError(f"detector.kind={self.detector_kind!r}; "
+                              f"valid: {sorted(DETECTOR_BOX)}")
+        scale, shift = DETECTOR_BOX[self.detector_kind]
+        box_scale = self.detector_options.pop("box_scale", None)
+        box_shift = self.detector_options.pop("box_shift", None)
+        self.box_scale = scale if box_scale is None else float(box_scale)
+        self.box_shift = shift if box_shift is None else float(box_shift)
+        # each kind's own options (detector.haar, detector.hog); flat options are the kind's
+        options = self.detector_options.pop(self.detector_kind, None) or {}
+        for kind in DETECTOR_BOX:
+            self.detector_options.pop(kind, None)
+        self.detector_options.update(options)
         self._detector = None
         self.source = source
 
@@ -181,9 +199,14 @@ class Predictor:
     def detect(self, image: np.ndarray) -> np.ndarray:
         """Detector boxes (K, 4) x1, y1, x2, y2 in image px, largest first."""
         if self._detector is None:
-            from hih_lightning.predict.haar import FaceDetector
+            if self.detector_kind == "hog":
+                from hih_lightning.predict.hog import HOGFaceDetector
 
-            self._detector = FaceDetector(**self.detector_options)
+                self._detector = HOGFaceDetector(**self.detector_options)
+            else:
+                from hih_lightning.predict.haar import FaceDetector
+
+                self._detector = FaceDetector(**self.detector_options)
         return self._detector(image)
 
     def crop(self, image: np.ndarray, box: Sequence[float]
