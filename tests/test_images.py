@@ -180,3 +180,24 @@ def test_run_report_counts_the_skipped_faces(tmp_path):
     paths = write_run_report(model, data, SimpleNamespace(loggers=[]), tmp_path)
     assert json.loads(paths["json"].read_text())["skipped_images"] == skipped
     assert "(data.bad_images=skip): train 2, test 1;" in paths["markdown"].read_text()
+
+
+def test_run_report_says_whether_the_decimal_head_earns_its_keep(tmp_path):
+    from types import SimpleNamespace
+
+    from hih_lightning.data.metainfo import get_meta
+    from hih_lightning.reporting import decimal_head_line, write_run_report
+
+    results = {"test/nme": 0.0452, "test/fr": 0.0, "test/auc": 0.5,
+               "test/nme_integer": 0.0510, "test/decimal_acc": 0.0167}
+    model = SimpleNamespace(meta=get_meta("wflw"), codec=SimpleNamespace(decimal_size=8),
+                            test_results=results)
+    data = SimpleNamespace(skipped_images={}, datasets={})
+    paths = write_run_report(model, data, SimpleNamespace(loggers=[]), tmp_path)
+    line = ("Decimal head: NME 4.52 % with it, 5.10 % from the integer heatmap alone (it lowers "
+            "NME by 0.58); decimal cell accuracy 1.67 % (chance 1/64 = 1.56 %).")
+    assert line in paths["markdown"].read_text()
+    worse = decimal_head_line({**results, "test/nme": 0.0548}, 4)
+    assert "(it raises NME by 0.38)" in worse and "chance 1/16 = 6.25 %" in worse
+    assert decimal_head_line({"test/nme": 0.05}, 8) is None  # argmax & co.: no line
+    assert decimal_head_line(results, None) is None

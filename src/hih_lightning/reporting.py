@@ -77,6 +77,22 @@ def columns_legend(table: str) -> str:
                       if f"| {name} " in header)
 
 
+def decimal_head_line(results: dict[str, float], decimal_size: int | None) -> str | None:
+    """Whether a HIH run's decimal head earns its keep, in one line: NME with and without it
+    (the integer heatmap alone) and its cell accuracy beside chance (1 / k^2); None when the
+    run has no decimal head."""
+    nme, integer = results.get("test/nme"), results.get("test/nme_integer")
+    accuracy = results.get("test/decimal_acc")
+    if nme is None or integer is None or accuracy is None or not decimal_size:
+        return None
+    change = "lowers" if nme < integer else "raises"
+    cells = decimal_size * decimal_size
+    return (f"Decimal head: NME {100 * nme:.2f} % with it, {100 * integer:.2f} % from the "
+            f"integer heatmap alone (it {change} NME by {100 * abs(integer - nme):.2f}); "
+            f"decimal cell accuracy {100 * accuracy:.2f} % (chance 1/{cells} = "
+            f"{100 / cells:.2f} %).")
+
+
 def write_run_report(model: Any, datamodule: Any, trainer: Any, out_dir: Path,
                      cfg: Any | None = None) -> dict[str, Path]:
     """Write metrics.{md,json}, ced.png and predictions.png into ``out_dir``; print the table;
@@ -97,6 +113,10 @@ def write_run_report(model: Any, datamodule: Any, trainer: Any, out_dir: Path,
     title = (f"# Test results: {model.meta.name}" + (f", {variant}" if variant else "")
              + (f", {codec} decoding" if codec != "NoneType" else ""))
     legend = columns_legend(table)
+    decimal = decimal_head_line(results, getattr(getattr(model, "codec", None),
+                                                 "decimal_size", None))
+    if decimal is not None:
+        legend += f"\n\n{decimal}"
     if skipped:
         counts = ", ".join(f"{split} {len(faces)}" for split, faces in skipped.items())
         legend += (f"\n\nFaces left out for a missing, truncated or corrupt image "
