@@ -10,15 +10,13 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from hih_lightning.errors import ConfigError  # defined there, importable from here as before
+
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 if not OmegaConf.has_resolver("div"):
     # heatmap size = input size / stride, written once in the model config
     OmegaConf.register_new_resolver("div", lambda a, b: int(a) // int(b))
-
-
-class ConfigError(ValueError):
-    """A config value is wrong; the message names the key."""
 
 
 def instantiate_node(cfg: DictConfig, key: str, **kwargs: Any) -> Any:

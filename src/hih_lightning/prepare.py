@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader, Dataset
 from hih_lightning.data.datamodules import FaceDataset
 from hih_lightning.data.records import FaceRecord
 from hih_lightning.data.transforms import apply_to_landmarks, crop_box, crop_matrix, warp_image
+from hih_lightning.errors import DataPathError
 
 CACHE_VERSION = 1
 _HINT = "run `hih-prepare <same overrides> data.cache_dir=<dir>` first, or unset data.cache_dir"
@@ -149,8 +150,6 @@ def cache_split_dir(cache_dir: Path, split: str, info: dict[str, Any]) -> Path:
     folder = Path(cache_dir) / info.get("aliases", {}).get(split, split)
     for name in ("images.npy", "labels.npz"):
         if not (folder / name).is_file():
-            from hih_lightning.data.benchmarks import DataPathError
-
             raise DataPathError(f"data.cache_dir: expected file {folder / name} for the "
                                 f"{split!r} split ({_HINT})")
     return folder
@@ -162,8 +161,6 @@ def check_cache(cache_dir: Path, datamodule: Any) -> dict[str, Any]:
     A partial cache is fine (e.g. only ``test`` for hih-eval): a split's files are required
     by :func:`cache_split_dir` when that split is set up.
     """
-    from hih_lightning.data.benchmarks import DataPathError
-
     info_path = Path(cache_dir) / "cache.json"
     if not info_path.is_file():
         raise DataPathError(f"data.cache_dir: expected file {info_path} ({_HINT})")

@@ -23,10 +23,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
-from hih_lightning.config import CONFIG_DIR, ConfigError, instantiate_node, resolve_ckpt_path
+from hih_lightning.checkpoints import load_checkpoint
+from hih_lightning.config import CONFIG_DIR, instantiate_node, resolve_ckpt_path
+from hih_lightning.errors import USER_ERRORS, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,9 @@ def with_run_config(cfg: DictConfig, overrides: Sequence[str], task: str) -> Dic
         if resolved is None:
             return cfg
         ckpt = Path(resolved)
+    # read it now: a truncated or foreign file is named in one line here, not in the traceback
+    # of Lightning's own load inside trainer.fit / trainer.test
+    load_checkpoint(ckpt, required=("state_dict",))
     run_dir = run_dir_of(ckpt)
     if run_dir is None:
         log.warning("%s has no saved run config next to it (.hydra/config.yaml): using the "
@@ -221,7 +225,7 @@ def is_complete(cfg: DictConfig) -> bool:
     run_dir = Path(cfg.paths.output_dir)
     if not cfg.get("ckpt_path") or not (run_dir / "metrics.json").is_file():
         return False
-    state = torch.load(cfg.ckpt_path, map_location="cpu", weights_only=False)
+    state = load_checkpoint(cfg.ckpt_path, weights_only=False)
     max_epochs = cfg.trainer.get("max_epochs")
     max_steps = cfg.trainer.get("max_steps") or -1
     done_epochs = max_epochs is not None and max_epochs >= 0 and state["epoch"] + 1 >= max_epochs
@@ -284,11 +288,7 @@ def discard_job_dir(job_dir: Path, force: bool = False) -> bool:
 def _user_errors() -> tuple[type[BaseException], ...]:
     from hydra.errors import HydraException
 
-    from hih_lightning.data.benchmarks import DataPathError
-    from hih_lightning.data.datamodules import ImageDecodeError
-    from hih_lightning.data.formats._common import AnnotationError
-
-    return ConfigError, DataPathError, ImageDecodeError, AnnotationError, HydraException
+    return (*USER_ERRORS, HydraException)
 
 
 @contextlib.contextmanager

@@ -45,6 +45,7 @@ from hih_lightning.data.integrity import image_file_problem
 from hih_lightning.data.metainfo import get_meta
 from hih_lightning.data.records import FaceRecord
 from hih_lightning.data.transforms import AugmentConfig, FaceTransform
+from hih_lightning.errors import DataPathError
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +59,6 @@ STAGE_SPLITS: dict[str | None, tuple[str, ...]] = {
     "fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",),
     None: SPLIT_NAMES,
 }
-
-
-class DataPathError(FileNotFoundError):
-    """A benchmark file or folder is not where the official layout puts it."""
 
 
 def expect(path: Path, label: str, what: str, hint: str, is_dir: bool = False) -> Path:

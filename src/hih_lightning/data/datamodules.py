@@ -18,6 +18,7 @@ from hih_lightning.data.metainfo import DatasetMeta, get_meta
 from hih_lightning.data.records import FaceRecord
 from hih_lightning.data.sampling import EpochKeySampler, split_key
 from hih_lightning.data.transforms import AugmentConfig, CropProtocol, FaceTransform
+from hih_lightning.errors import ImageDecodeError
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +31,6 @@ class FaceSource(Protocol):
     def record(self, index: int) -> FaceRecord: ...
 
     def load_image(self, index: int) -> np.ndarray: ...
-
-
-class ImageDecodeError(OSError):
-    """An image file is missing, unreadable or corrupt; the message names it."""
 
 
 def read_rgb(path: Path) -> np.ndarray:

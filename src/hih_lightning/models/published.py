@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from hih_lightning.checkpoints import load_checkpoint
 from hih_lightning.models.hih import HIHNet, build_model
 
 log = logging.getLogger(__name__)
@@ -102,8 +103,8 @@ def convert_published_state_dict(published: dict[str, torch.Tensor],
 def load_published_checkpoint(path: str | Path, variant: str = "hih_b",
                               **model_kwargs: Any) -> HIHNet:
     """Build ``variant`` and load the authors' checkpoint file (a dict with ``state_dict``)."""
-    blob = torch.load(Path(path), map_location="cpu", weights_only=False)
-    state = blob.get("state_dict", blob) if isinstance(blob, dict) else None
+    blob = load_checkpoint(path, weights_only=False)
+    state = blob.get("state_dict", blob)
     if not isinstance(state, dict):
         raise CheckpointMismatch(f"{path}: expected a dict with a 'state_dict' entry")
     model = build_model(variant, **model_kwargs)

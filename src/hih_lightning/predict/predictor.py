@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hih_lightning.checkpoints import load_checkpoint
 from hih_lightning.config import ConfigError, resolve_ckpt_path
 from hih_lightning.data.transforms import crop_box, crop_matrix, warp_image
 from hih_lightning.module import HIHLitModule, crop_to_image
@@ -136,9 +137,9 @@ class Predictor:
 
         import hih_lightning.config  # noqa: F401  (registers the ${div:...} resolver)
 
+        state = load_checkpoint(path)  # first: a bad file is named before its run is looked up
         cfg = OmegaConf.load(config or run_config_path(path))
         module = instantiate(cfg.model, compile=False)
-        state = torch.load(Path(path), map_location="cpu", weights_only=True)
         module.load_state_dict(state.get("state_dict", state))
         return cls(module, source=str(path), **kwargs)
 

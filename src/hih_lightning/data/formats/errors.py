@@ -1,12 +1,11 @@
-"""The one exception every annotation reader raises for malformed input."""
+"""The one exception every annotation reader raises for malformed input.
+
+It lives in :mod:`hih_lightning.errors` with the project's other user errors; this module
+keeps the old import path working.
+"""
 
 from __future__ import annotations
 
+from hih_lightning.errors import AnnotationError
 
-class AnnotationError(ValueError):
-    """Malformed annotation file.
-
-    The message always starts with ``<file>:<where>:`` where ``<where>`` is the 1-based line
-    number for text formats, or the key / record index for JSON and ``.mat`` files, so a bad
-    file can be fixed without a debugger.
-    """
+__all__ = ["AnnotationError"]

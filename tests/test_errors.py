@@ -1,0 +1,187 @@
+"""User errors live in one module, and a bad checkpoint is one line naming it, exit 2."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+import hih_lightning
+from hih_lightning import errors
+from hih_lightning.checkpoints import load_checkpoint
+from hih_lightning.config import CONFIG_DIR
+from hih_lightning.errors import CheckpointError
+
+SRC = Path(hih_lightning.__file__).resolve().parent
+
+
+# -- one module of user errors ----------------------------------------------------------------
+def _imported_modules(path: Path) -> set[str]:
+    """Every module ``path`` imports, at the top or inside a function ('.' for relative)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            names.add("." * node.level + (node.module or ""))
+    return names
+
+
+def test_the_errors_module_imports_nothing_of_the_project():
+    imported = _imported_modules(SRC / "errors.py")
+    assert not {name for name in imported if name.startswith(("hih_lightning", "."))}
+    # and run on its own (not through the package's __init__), it loads no module of ours
+    path = str(SRC / "errors.py")
+    code = ("import importlib.util, sys\n"
+            f"spec = importlib.util.spec_from_file_location('errors_alone', {path!r})\n"
+            "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+            "print(sorted(m for m in sys.modules if m.startswith('hih_lightning')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
+
+
+def test_no_module_imports_data_benchmarks_for_an_error():
+    # the import circle of issue 26: benchmarks -> prepare -> benchmarks, run_folder -> data
+    for name in ("prepare.py", "run_folder.py", "config.py", "checkpoints.py"):
+        imported = _imported_modules(SRC / name)
+        assert "hih_lightning.data.benchmarks" not in imported, name
+    for name in ("run_folder.py", "config.py", "checkpoints.py"):
+        assert not any(m.startswith("hih_lightning.data") for m in _imported_modules(SRC / name))
+
+
+@pytest.mark.parametrize(("old_home", "name", "base"), [
+    ("hih_lightning.config", "ConfigError", ValueError),
+    ("hih_lightning.data.benchmarks", "DataPathError", FileNotFoundError),
+    ("hih_lightning.data.formats", "AnnotationError", ValueError),
+    ("hih_lightning.data.formats.errors", "AnnotationError", ValueError),
+    ("hih_lightning.data.formats._common", "AnnotationError", ValueError),
+    ("hih_lightning.data.datamodules", "ImageDecodeError", OSError),
+    ("hih_lightning.predict.inputs", "ImageDecodeError", OSError),
+])
+def test_old_import_paths_give_the_same_classes(old_home, name, base):
+    old = getattr(importlib.import_module(old_home), name)
+    assert old is getattr(errors, name)
+    assert issubclass(old, base)  # an existing `except ValueError/OSError` still catches it
+    assert old in errors.USER_ERRORS
+
+
+def test_checkpoint_error_is_a_user_error():
+    assert errors.CheckpointError in errors.USER_ERRORS
+    from hih_lightning.run_folder import _user_errors
+
+    assert set(errors.USER_ERRORS) <= set(_user_errors())
+
+
+# -- bad checkpoints ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """A tiny run folder (checkpoint + .hydra/config.yaml as hih-train leaves them), a
+    truncated copy of its checkpoint inside it, a text file named .ckpt, and others."""
+    root = tmp_path_factory.mktemp("ckpts")
+    run_dir = root / "run"
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["debug=tiny", f"paths.output_dir={run_dir}",
+                                          f"paths.log_dir={root / 'logs'}"])
+    module = instantiate(cfg.model)
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / ".hydra").mkdir()
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+    good = run_dir / "checkpoints" / "last.ckpt"
+    torch.save({"state_dict": module.state_dict(), "epoch": 0, "global_step": 1}, good)
+    data = good.read_bytes()
+    truncated = run_dir / "checkpoints" / "truncated.ckpt"
+    truncated.write_bytes(data[:len(data) // 2])
+    text = root / "notes.ckpt"
+    text.write_text("epoch 3: val NME 1.09\n")
+    # flip bytes inside the largest tensor's data: torch.load itself would not notice
+    corrupt = run_dir / "checkpoints" / "corrupt.ckpt"
+    with zipfile.ZipFile(good) as archive:
+        biggest = max(archive.infolist(), key=lambda info: info.file_size)
+    start = biggest.header_offset  # local header: 30 bytes, then name and extra field
+    name_len, extra_len = (int.from_bytes(data[start + i:start + i + 2], "little")
+                           for i in (26, 28))
+    offset = start + 30 + name_len + extra_len + biggest.file_size // 2
+    flipped = bytearray(data)
+    flipped[offset:offset + 8] = bytes(255 - b for b in flipped[offset:offset + 8])
+    corrupt.write_bytes(bytes(flipped))
+    listing = root / "list.ckpt"
+    torch.save([1, 2, 3], listing)
+    return {"good": good, "truncated": truncated, "text": text, "corrupt": corrupt,
+            "list": listing, "missing": root / "nothing.ckpt", "empty": _empty(root)}
+
+
+def _empty(root: Path) -> Path:
+    (root / "empty.ckpt").write_bytes(b"")
+    return root / "empty.ckpt"
+
+
+@pytest.mark.parametrize(("kind", "reason"), [
+    ("truncated", "truncated: "),
+    ("text", "not a file torch.save wrote; it starts with b'epoch 3: val NME"),
+    ("corrupt", "corrupt: BadZipFile: Bad CRC-32"), ("list", "holds a list, not a checkpoint"),
+    ("missing", "no such file"), ("empty", "empty file")])
+def test_load_checkpoint_names_the_file_and_why(checkpoints, kind, reason):
+    path = checkpoints[kind]
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: not a readable checkpoint (") and "\n" not in message
+    assert reason in message
+
+
+def test_load_checkpoint_reads_a_good_one_and_checks_required_entries(checkpoints):
+    state = load_checkpoint(checkpoints["good"], required=("state_dict",))
+    assert state["global_step"] == 1
+    assert all(isinstance(v, torch.Tensor) for v in state["state_dict"].values())
+    with pytest.raises(CheckpointError, match="no 'optimizer_states' entry"):
+        load_checkpoint(checkpoints["good"], required=("optimizer_states",))
+
+
+def _main(tool: str):
+    if tool == "hih-train":
+        from hih_lightning.train import main
+    elif tool == "hih-eval":
+        from hih_lightning.eval import main
+    elif tool == "hih-predict":
+        from hih_lightning.predict.cli import main
+    else:
+        from hih_lightning.export import main
+    return main
+
+
+@pytest.mark.parametrize("kind", ["truncated", "text"])
+@pytest.mark.parametrize("tool", ["hih-train", "hih-eval", "hih-predict", "hih-export"])
+def test_every_cli_names_a_bad_checkpoint_in_one_line(tmp_path, checkpoints, monkeypatch,
+                                                      capsys, tool, kind):
+    path = checkpoints[kind]
+    args = [f"ckpt_path={path}", f"paths.log_dir={tmp_path / 'logs'}",
+            f"hydra.run.dir={tmp_path / 'job'}"]
+    if tool == "hih-predict":
+        face = tmp_path / "face.png"
+        cv2.imwrite(str(face), np.full((64, 64, 3), 128, np.uint8))
+        args += [f"input={face}", f"output_dir={tmp_path / 'out'}", "progress=false"]
+    elif tool == "hih-export":
+        args += [f"output={tmp_path / 'hih.onnx'}"]
+    monkeypatch.setattr(sys, "argv", [tool, *args])
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    with pytest.raises(SystemExit) as exit_status:
+        _main(tool)()
+    assert exit_status.value.code == 2
+    captured = capsys.readouterr()
+    errors_said = [line for line in captured.err.splitlines() if "error" in line.lower()]
+    assert len(errors_said) == 1, captured.err
+    assert errors_said[0].startswith(f"{tool}: error: {path}: not a readable checkpoint (")
+    assert "Traceback" not in captured.out + captured.err
+    assert not (tmp_path / "job").exists()  # no empty run folder left behind
