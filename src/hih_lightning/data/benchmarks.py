@@ -399,9 +399,8 @@ class YTF68DataModule(BenchmarkDataModule):
     ``identity_bucket(name) < test_fraction``, to val when it is below
     ``test_fraction + val_fraction``, else to train; with the defaults (0.2, 0.05) that is
     60 / 14 / 273 of the 347 people (723 / 172 / 3,327 frames). ``split="distributed"``:
-    the files' own split
-    (val = test), which shares every person between train and test: it measures how well a
-    model remembers people, and a warning says so.
+    the files' own split (val = test), which shares every person between train and test:
+    it measures how well a model remembers people, and a warning says so.
     """
 
     FILES = {"train": ("training", "training_frames_keypoints.csv"),
