@@ -456,8 +456,15 @@ class YTF68DataModule(BenchmarkDataModule):
     def read_split(self, split: str, path: Path) -> RecordSource:
         if self.split == "distributed":
             return RecordSource(self.read_file("test" if split == "val" else split))
-        records = [record for name in ("train", "test") for record in self.read_file(name)
+        pooled = [record for name in ("train", "test") for record in self.read_file(name)]
+        records = [record for record in pooled
                    if self.split_of(identity_of(record.image_path.name)) == split]
+        if not records:
+            people = len({identity_of(r.image_path.name) for r in pooled})
+            raise DataPathError(f"ytf68: none of the {people} people in {self.root} falls in "
+                                f"the {split} split (test_fraction={self.test_fraction}, "
+                                f"val_fraction={self.val_fraction}); a small sample needs "
+                                "larger fractions or data.split=distributed")
         # a fixed order (by file, then frame) whatever the CSVs' row order
         records.sort(key=lambda r: (r.image_path.name, r.image_path.parent.name))
         return RecordSource(records)
