@@ -185,3 +185,87 @@ def test_every_cli_names_a_bad_checkpoint_in_one_line(tmp_path, checkpoints, mon
     assert errors_said[0].startswith(f"{tool}: error: {path}: not a readable checkpoint (")
     assert "Traceback" not in captured.out + captured.err
     assert not (tmp_path / "job").exists()  # no empty run folder left behind
+
+
+# -- config mistakes on the command line: one line, exit 2, no run folder ---------------------
+@pytest.mark.parametrize(("tool", "override", "said"), [
+    ("hih-train", "trainer.max_epoch=2",
+     ["trainer.max_epoch", "did you mean trainer.max_epochs?"]),
+    ("hih-train", "experiment=wflw_hih_x",
+     ["experiment=wflw_hih_x", "config group 'experiment'", "wflw_hih_b", "ytf68_hih"]),
+    ("hih-train", "model/codec=darkk", ["config group 'model/codec'", ": dark,"]),
+    ("hih-train", "modle=hih_cpu", ["modle", "did you mean model?"]),
+    ("hih-train", "data.batch_size=-4", ["data.batch_size", "-4", ">= 1"]),
+    ("hih-train", "data.num_workers=-1", ["data.num_workers", ">= 0"]),
+    ("hih-train", "trainer.max_epochs=0", ["trainer.max_epochs", ">= 1"]),
+    ("hih-train", "model.optimizer.lr=0", ["model.optimizer.lr", "> 0"]),
+    ("hih-eval", "data.batch_sise=4", ["data.batch_sise", "did you mean data.batch_size?"]),
+    ("hih-predict", "batch_sise=4", ["did you mean batch_size?"]),
+    ("hih-export", "opsett=18", ["did you mean opset?"]),
+])
+def test_a_config_mistake_is_one_line_exit_2_and_no_run_folder(tmp_path, monkeypatch, capsys,
+                                                                tool, override, said):
+    logs = tmp_path / "logs"
+    monkeypatch.setattr(sys, "argv", [tool, override, f"paths.log_dir={logs}"])
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    with pytest.raises(SystemExit) as exit_status:
+        _main(tool)()
+    assert exit_status.value.code == 2
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith(f"{tool}: error: ")
+    for words in said:
+        assert words in lines[0], lines[0]
+    assert "Traceback" not in captured.out + captured.err
+    assert not logs.exists()  # nothing was made: no run folder, no log folder
+
+
+def test_prepare_names_an_unknown_key_in_one_line(capsys):
+    from hih_lightning.prepare import main
+
+    with pytest.raises(SystemExit) as exit_status:
+        main(["data.batch_sise=4"])
+    assert exit_status.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "did you mean data.batch_size?" in lines[0], lines
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["-m", "experiment=synthetic_hih,wflw_hih_x"], "config group 'experiment'"),
+    (["-m", "model/codec=dark,hih", "data.batch_size=16,-4"], "'data.batch_size': -4"),
+    (["--multirun", "trainer.max_epoch=1,2"], "did you mean trainer.max_epochs?"),
+])
+def test_every_job_of_a_sweep_is_checked_before_the_first_runs(monkeypatch, capsys, argv,
+                                                               said):
+    from hih_lightning.run_folder import check_command_line
+
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    with pytest.raises(SystemExit) as exit_status:
+        check_command_line("hih-train", "train", argv)
+    assert exit_status.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and said in lines[0], lines
+
+
+@pytest.mark.parametrize("argv", [
+    [], ["experiment=synthetic_hih", "trainer.max_epochs=-1", "hydra.run.dir=/tmp/x"],
+    ["-m", "model/codec=dark,hih", "trainer.max_epochs=1,2"],
+    ["-m", "model.optimizer.lr=interval(0.001,0.1)"],  # not listable: left to the sweeper
+    ["--help"], ["--cfg", "job", "trainer.max_epoch=2"],  # Hydra's own modes: left to Hydra
+])
+def test_a_good_command_line_passes_the_check(capsys, argv):
+    from hih_lightning.run_folder import check_command_line
+
+    check_command_line("hih-train", "train", argv)
+    assert capsys.readouterr().err == ""
+
+
+def test_hydra_full_error_shows_the_traceback(monkeypatch):
+    from hydra.errors import ConfigCompositionException
+
+    from hih_lightning.run_folder import check_command_line
+
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises(ConfigCompositionException):
+        check_command_line("hih-train", "train", ["trainer.max_epoch=2"])

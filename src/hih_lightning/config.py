@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +64,33 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
 _VALIDATED_ROOTS = ("data", "model", "trainer", "callbacks", "logger")
 
 
+# values whose valid range no type hint says: key -> (the range as told to the user, check)
+VALUE_RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
+    "data.batch_size": (">= 1", lambda v: v >= 1),
+    "data.eval_batch_size": (">= 1", lambda v: v >= 1),
+    "data.num_workers": (">= 0", lambda v: v >= 0),
+    "trainer.max_epochs": (">= 1, or -1 for no limit", lambda v: v >= 1 or v == -1),
+    "model.optimizer.lr": ("> 0", lambda v: v > 0),
+    "batch_size": (">= 1", lambda v: v >= 1),  # hih-predict
+}
+
+
+def check_ranges(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` for the first value of :data:`VALUE_RANGES` out of range
+    (keys a config does not have, and values that are not numbers, are left alone)."""
+    for key, (valid, ok) in VALUE_RANGES.items():
+        try:
+            value = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
+        except Exception:  # noqa: BLE001 - an unresolvable parent: nothing to check here
+            continue
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not ok(value):
+            raise ConfigError(f"config key '{key}': {value!r} is out of range (valid: {valid})")
+
+
 def validate_config(cfg: DictConfig) -> None:
-    """Raise :class:`ConfigError` naming the first unknown key or ill-typed value."""
+    """Raise :class:`ConfigError` naming the first unknown key, ill-typed value or value out
+    of range."""
+    check_ranges(cfg)
     for root in _VALIDATED_ROOTS:
         node = cfg.get(root)
         if isinstance(node, DictConfig):

@@ -13,6 +13,7 @@ from hih_lightning.models.published import load_published_checkpoint
 from hih_lightning.reporting import write_run_report
 from hih_lightning.run_folder import (
     SAVED_CONFIG,
+    hydra_cli,
     job_dir,
     task_overrides,
     user_errors,
@@ -42,6 +43,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     return scalar_metrics(trainer)
 
 
+@hydra_cli("hih-eval", "eval")
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
 def main(cfg: DictConfig) -> None:
     quiet_lightning()

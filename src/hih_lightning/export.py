@@ -39,6 +39,7 @@ from hih_lightning.codecs.gaussian import flat_argmax
 from hih_lightning.codecs.hih import read_decimal_maps
 from hih_lightning.config import CONFIG_DIR
 from hih_lightning.module import HIHLitModule
+from hih_lightning.run_folder import hydra_cli
 
 # codecs whose decode exports to ONNX and matches PyTorch (tests/test_export.py checks each).
 # Not DARK: its Newton step divides by the log-heatmap Hessian's determinant, and float
@@ -181,6 +182,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return info
 
 
+@hydra_cli("hih-export", "export")
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="export")
 def main(cfg: DictConfig) -> None:
     """Exit status 1 when the export or its check fails, 2 for a configuration error."""

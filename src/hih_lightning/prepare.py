@@ -252,10 +252,11 @@ def _prepare(overrides: list[str]) -> None:
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    from hih_lightning.config import CONFIG_DIR
+    from hih_lightning.config import CONFIG_DIR, check_ranges
 
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
+    check_ranges(cfg)
     cache_dir = cfg.data.get("cache_dir")
     if not cache_dir:
         raise SystemExit("hih-prepare: set data.cache_dir=<folder to write the cache to>")

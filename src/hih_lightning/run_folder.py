@@ -14,19 +14,21 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import difflib
+import functools
 import json
 import logging
 import os
 import shutil
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from hih_lightning.checkpoints import load_checkpoint
-from hih_lightning.config import CONFIG_DIR, instantiate_node, resolve_ckpt_path
+from hih_lightning.config import CONFIG_DIR, check_ranges, instantiate_node, resolve_ckpt_path
 from hih_lightning.errors import USER_ERRORS, ConfigError
 
 log = logging.getLogger(__name__)
@@ -301,7 +303,7 @@ def user_errors(prog: str, job_dir: str | Path | None) -> Iterator[None]:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         removed = job_dir is not None and discard_job_dir(Path(job_dir))
-        print(f"{prog}: error: {err}", file=sys.stderr, flush=True)
+        print(f"{prog}: error: {one_line(err)}", file=sys.stderr, flush=True)
         if removed:
             print(f"{prog}: removed the empty run folder {job_dir}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -312,3 +314,93 @@ def job_dir() -> Path | None:
     from hydra.core.hydra_config import HydraConfig
 
     return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
+
+
+# -- the command line's own mistakes, before Hydra makes a run folder --------------------------
+def one_line(err: BaseException) -> str:
+    """``err`` as one line; Hydra's messages for an unknown key or config group option become
+    the key with the nearest existing one, or the group with its options, closest first."""
+    from hydra.errors import ConfigCompositionException, MissingConfigException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+    cause = err.__cause__
+    if isinstance(err, MissingConfigException) and err.options is not None \
+            and err.missing_cfg_file:
+        group, _, option = str(err.missing_cfg_file).rpartition("/")
+        options = difflib.get_close_matches(option, err.options, n=len(err.options), cutoff=0)
+        return (f"{group}={option}: no such option in config group '{group}' (the options, "
+                f"closest first: {', '.join(options)})")
+    if isinstance(err, ConfigCompositionException) and \
+            isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and cause.full_key:
+        key = str(cause.full_key)
+        parent = cause.parent_node
+        known = [str(k) for k in parent.keys() if not str(k).startswith("_") and k != "hydra"] \
+            if isinstance(parent, DictConfig) else []
+        close = difflib.get_close_matches(key.rpartition(".")[2], known, n=1)
+        prefix = key.rpartition(".")[0]
+        hint = f"; did you mean {prefix + '.' if prefix else ''}{close[0]}?" if close else ""
+        return f"{key}: no such key in the config{hint} (to add a new key: +{key}=...)"
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if "Config search path:" in lines:  # Hydra's search path: nothing for a user to act on
+        lines = lines[:lines.index("Config search path:")]
+    return " ".join(lines) if lines else type(err).__name__
+
+
+def check_command_line(prog: str, config_name: str, argv: Sequence[str]) -> None:
+    """Compose ``config_name`` with the overrides of ``argv`` as Hydra is about to, and check
+    the values' ranges: a mistake is one line and exit status 2 (:func:`user_errors`) before
+    Hydra makes a run folder or prints its own several lines. With ``--multirun`` each value
+    of a sweep is composed once, so the sweep's last job cannot fail on a typo after the
+    first ran. A command line this does not cover (``--cfg``, ``--help``, another config
+    folder, an ``interval()`` sweep) is left to Hydra."""
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.global_hydra import GlobalHydra
+
+    args = get_args_parser().parse_args(list(argv))
+    if any((args.help, args.hydra_help, args.cfg, args.info, args.shell_completion,
+            args.config_path, args.config_dir, args.experimental_rerun)) \
+            or GlobalHydra.instance().is_initialized():
+        return
+    with user_errors(prog, None):
+        jobs = _jobs_to_check(args.overrides) if args.multirun else [args.overrides]
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+            for overrides in jobs:
+                check_ranges(compose(args.config_name or config_name, overrides=overrides))
+
+
+def _jobs_to_check(overrides: list[str]) -> list[list[str]]:
+    """The override lists of a multirun that together use every swept value once (the
+    first value of every other sweep); [] for a sweep that cannot be listed (``interval``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    values = []
+    for override in OverridesParser.create().parse_overrides(overrides):
+        if not override.is_sweep_override():
+            values.append([override.input_line])
+            continue
+        try:
+            swept = list(override.sweep_string_iterator())
+        except HydraException:
+            return []
+        values.append([f"{override.get_key_element()}={value}" for value in swept])
+    first = [choices[0] for choices in values if choices]
+    jobs = [first]
+    for i, choices in enumerate(values):
+        jobs += [[*first[:i], value, *first[i + 1:]] for value in choices[1:]]
+    return jobs
+
+
+def hydra_cli(prog: str, config_name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorate a ``@hydra.main`` function (put it above) into the console script ``prog``:
+    :func:`check_command_line` runs first. Called with a config, the function runs as is."""
+    def wrap(hydra_main: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(hydra_main)
+        def main(cfg: DictConfig | None = None) -> Any:
+            if cfg is not None:
+                return hydra_main(cfg)
+            check_command_line(prog, config_name, sys.argv[1:])
+            return hydra_main()
+        return main
+    return wrap

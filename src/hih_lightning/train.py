@@ -15,6 +15,7 @@ from hih_lightning.allocator import keep_freed_memory
 from hih_lightning.config import CONFIG_DIR, instantiate_node, resolve_ckpt_path, validate_config
 from hih_lightning.reporting import define_wandb_summaries, write_run_report
 from hih_lightning.run_folder import (
+    hydra_cli,
     is_complete,
     job_dir,
     move_job_log,
@@ -101,6 +102,7 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
+@hydra_cli("hih-train", "train")
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     quiet_lightning()

@@ -54,6 +54,7 @@ from hih_lightning.data.transforms import (
     invert,
 )
 from hih_lightning.metrics import per_image_nme
+from hih_lightning.run_folder import hydra_cli
 
 # Heatmap values rendered per chunk (16 MB of float32): bounds memory for WFLW at 128x128
 # (98 x 16,384 values per face) while keeping chunks large enough to amortise Python overhead.
@@ -506,6 +507,7 @@ def run(cfg: DictConfig) -> list[QuantResult]:
     return results
 
 
+@hydra_cli("hih-quant", "quant")
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="quant")
 def main(cfg: DictConfig) -> None:
     """``hih-quant <hydra overrides>`` (config: conf/quant.yaml)."""

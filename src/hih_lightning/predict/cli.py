@@ -23,6 +23,7 @@ from hih_lightning.predict.inputs import (
 )
 from hih_lightning.predict.outputs import Overlays, item_record, write_csv, write_json
 from hih_lightning.predict.predictor import Predictor
+from hih_lightning.run_folder import hydra_cli
 
 
 def _chunks(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
@@ -86,6 +87,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return {**written, "records": records, "counts": counts}
 
 
+@hydra_cli("hih-predict", "predict")
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="predict")
 def main(cfg: DictConfig) -> None:
     """Exit status 1 when some input could not be read (after writing everything else), 2
