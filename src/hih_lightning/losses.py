@@ -118,7 +118,8 @@ class LandmarkLoss:
       (and "integer" for offset maps).
     - "simcc": when output.simcc is present and simcc_weight > 0; needs "simcc_labels".
     - "integral": when integral_weight > 0; needs "coords".
-    Local decimal maps (``LocalDecimals``) are read at targets["integer"], the true pixel.
+    Local decimal maps (``LocalDecimals``) are read at targets["decimal_pixels"] when the
+    codec has a window, else at targets["integer"], the true pixel.
     A term whose output is present but whose target is missing, or whose target is present
     (and the term enabled) but whose output is missing, raises ValueError: that is a
     codec/head mismatch in the config, never something to skip silently.
@@ -163,17 +164,24 @@ class LandmarkLoss:
 
         if self.decimal != "none":
             if output.decimals is not None:
-                logits = output.decimals
+                logits, dw = output.decimals, w
                 if not (torch.is_tensor(logits) and logits.dim() == 4):
-                    # local maps: supervised at the true integer pixel
-                    integer = self._need(targets, "integer", "local decimal maps")
-                    logits = read_decimal_maps(logits, integer[..., 0], integer[..., 1])
+                    # local maps: read at the codec's pixels (B, N, M, 2), by default the
+                    # true one; the M reads of a landmark count as M landmarks
+                    pixels = targets.get("decimal_pixels")
+                    if pixels is None:
+                        pixels = self._need(targets, "integer", "local decimal maps")[..., None, :]
+                    logits = read_decimal_maps(logits, pixels[..., 0], pixels[..., 1]).flatten(1, 2)
+                    if w is not None:
+                        dw = w.repeat_interleave(pixels.shape[2], dim=1)
                 if self.decimal == "csc":
                     labels = self._need(targets, "decimal_labels", "csc")
-                    terms["csc"] = (self.decimal_weight, csc_loss(logits, labels, w))
+                    labels = labels.reshape(*logits.shape[:2], -1)
+                    terms["csc"] = (self.decimal_weight, csc_loss(logits, labels, dw))
                 else:
                     dec = self._need(targets, "decimals", "decimal_mse")
-                    terms["decimal_mse"] = (self.decimal_weight, decimal_mse(logits, dec, w))
+                    dec = dec.reshape(logits.shape)
+                    terms["decimal_mse"] = (self.decimal_weight, decimal_mse(logits, dec, dw))
             elif "decimals" in targets or "decimal_labels" in targets:
                 raise ValueError(f"decimal={self.decimal!r} and the codec made decimal targets, "
                                  "but the network output has no decimals (no HIH head)")

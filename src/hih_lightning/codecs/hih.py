@@ -16,6 +16,13 @@ decimal offset multiplied by (max decimal logit > 0). In that mode both Gaussian
 cut to the published generator's 3-sigma window (see ``published_window``); we assume the
 decimal map used the same generator (with sigma 1 the window is symmetric and the corner
 exact, so only the cut applies). Half-way cases of round() round up (floor(f*k + 0.5)).
+
+``window=r`` (local heads only, issue 28): the decimal heatmap read at a pixel spans the
+(2r+1) x (2r+1) integer pixels around it, K = (2r+1)k cells per axis, so a decimal head read
+at a wrong integer argmax up to r pixels off can still name the landmark's cell. Decode:
+landmark = i - r + (c + 0.5) / k with c in 0..K-1. Trained at every pixel of the window
+around the true one (M = (2r+1)^2 reads, each with the target as seen from that pixel,
+pixels clipped to the map); r = 0 is HIH-local as first built (one read, at the true pixel).
 """
 
 from __future__ import annotations
@@ -60,18 +67,18 @@ def published_window(centre: torch.Tensor, sigma: float
 
 def read_decimal_maps(decimals: torch.Tensor | LocalDecimals, ix: torch.Tensor,
                       iy: torch.Tensor) -> torch.Tensor:
-    """Each landmark's k x k decimal logits (B, N, k, k): the published head's as they are;
-    the local head's (:class:`LocalDecimals`, or as (B, N, k, k, H, W) maps) read at integer
-    pixels ix, iy (B, N)."""
+    """Each landmark's K x K decimal logits: the published head's (B, N, K, K) as they are;
+    the local head's (:class:`LocalDecimals`, or as (B, N, K, K, H, W) maps) read at integer
+    pixels ix, iy of shape (B, N) -> (B, N, K, K), or (B, N, M) -> (B, N, M, K, K)."""
     if isinstance(decimals, LocalDecimals):
         return decimals.at(ix, iy)
     if decimals.dim() == 4:
         return decimals
-    k = decimals.shape[2]
-    maps = decimals.flatten(2, 3)                                    # (B, N, k*k, H, W)
-    xs = ix[..., None, None].expand(*ix.shape, k * k, 1)
-    ys = iy[..., None, None].expand(*iy.shape, k * k, 1)
-    return gather_pixels(maps, xs, ys).reshape(*ix.shape, k, k)
+    b, n, k = decimals.shape[:3]
+    maps = decimals.flatten(2, 3)                                    # (B, N, K*K, H, W)
+    reads = ix.reshape(b, n, 1, -1).expand(b, n, k * k, -1)          # (B, N, K*K, M)
+    vals = gather_pixels(maps, reads, iy.reshape(b, n, 1, -1).expand_as(reads))
+    return vals.transpose(2, 3).reshape(*ix.shape, k, k)
 
 
 class HIHCodec(Codec):
@@ -88,26 +95,37 @@ class HIHCodec(Codec):
     decode and diagnostics read them at the integer argmax, the loss at the target pixel.
     Score of a decoded landmark: the raw maximum of its last-stack integer heatmap (the
     network has no output activation; ~1 for a confident landmark, like the target peak).
+    With ``window`` r > 0 the decimal targets are per read pixel: decimals (B, N, M, K, K),
+    decimal_labels (B, N, M, K*K) and decimal_pixels (B, N, M, 2) long, the pixels to read.
     """
 
     def __init__(self, heatmap_size: int = 64, decimal_size: int = 8, sigma: float = 1.5,
                  decimal_sigma: float = 1.0, soft_label: SoftLabel = "softmax",
-                 published_compat: bool = False) -> None:
+                 published_compat: bool = False, window: int = 0) -> None:
         if soft_label not in _SOFT_LABELS:
             raise ValueError(f"soft_label must be one of {_SOFT_LABELS}, got {soft_label!r}")
         if decimal_size < 1 or heatmap_size < 1:
             raise ValueError("heatmap_size and decimal_size must be positive")
+        if window < 0 or (window and published_compat):
+            raise ValueError(f"window must be >= 0, and 0 with published_compat; got {window}")
         self.heatmap_size = int(heatmap_size)
         self.decimal_size = int(decimal_size)
         self.sigma = float(sigma)
         self.decimal_sigma = float(decimal_sigma)
         self.soft_label = soft_label
         self.published_compat = bool(published_compat)
+        self.window = int(window)
 
     def __repr__(self) -> str:
         return (f"HIHCodec(heatmap_size={self.heatmap_size}, decimal_size={self.decimal_size}, "
                 f"sigma={self.sigma}, decimal_sigma={self.decimal_sigma}, "
-                f"soft_label={self.soft_label!r}, published_compat={self.published_compat})")
+                f"soft_label={self.soft_label!r}, published_compat={self.published_compat}, "
+                f"window={self.window})")
+
+    @property
+    def window_cells(self) -> int:
+        """K, the decimal heatmap's cells per axis: (2 * window + 1) * k."""
+        return (2 * self.window + 1) * self.decimal_size
 
     # -- encode ---------------------------------------------------------------------------
     def decimal_class(self, frac: torch.Tensor) -> torch.Tensor:
@@ -130,13 +148,34 @@ class HIHCodec(Codec):
         else:
             heatmaps = render_gaussians(integer, size, size, self.sigma)
             decimals = render_gaussians(cell, k, k, self.decimal_sigma)
+        targets = {"heatmaps": heatmaps, "integer": integer}
+        if self.window:
+            pixels = self.window_pixels(integer)
+            seen_from = (integer.unsqueeze(-2) - pixels + self.window) * k + cell.unsqueeze(-2)
+            big = self.window_cells
+            decimals = render_gaussians(seen_from, big, big, self.decimal_sigma)
+            targets["decimal_pixels"] = pixels
         flat = decimals.flatten(-2)
         if self.soft_label == "softmax":
             labels = torch.softmax(flat, dim=-1)
         else:
             labels = flat / flat.sum(dim=-1, keepdim=True).clamp_min(1e-12)
-        return {"heatmaps": heatmaps, "decimals": decimals, "decimal_labels": labels,
-                "integer": integer}
+        return {**targets, "decimals": decimals, "decimal_labels": labels}
+
+    def window_pixels(self, integer: torch.Tensor) -> torch.Tensor:
+        """The M = (2r+1)^2 pixels around each integer pixel (B, N, 2), clipped to the map:
+        (B, N, M, 2), row-major from (-r, -r); the true pixel is entry M // 2."""
+        offs = torch.arange(-self.window, self.window + 1, device=integer.device)
+        dy, dx = torch.meshgrid(offs, offs, indexing="ij")
+        steps = torch.stack((dx.flatten(), dy.flatten()), dim=-1)         # (M, 2) as (x, y)
+        return (integer.unsqueeze(-2) + steps).clamp_(0, self.heatmap_size - 1)
+
+    def ideal_output(self, landmarks: torch.Tensor) -> NetOutput:
+        """Perfect output; with a window, the decimal map as read at the true pixel."""
+        out = super().ideal_output(landmarks)
+        if self.window and out.decimals is not None:
+            out.decimals = out.decimals[:, :, out.decimals.shape[2] // 2]
+        return out
 
     # -- decode ---------------------------------------------------------------------------
     def decode(self, output: NetOutput) -> Decoded:
@@ -144,32 +183,43 @@ class HIHCodec(Codec):
         if output.decimals is None:
             raise ValueError("HIHCodec.decode needs output.decimals (the HIH decimal head)")
         ix, iy, score = flat_argmax(output.heatmaps[:, -1])
-        decimals = read_decimal_maps(output.decimals, ix, iy)
-        k = decimals.shape[-1]
-        dval, didx = decimals.flatten(-2).max(dim=-1)
-        cx, cy = (didx % k).float(), (didx // k).float()
+        cx, cy, dval = self._decimal_argmax(output, ix, iy)
+        k = self.decimal_size
         if self.published_compat:
             keep = (dval.float() > 0).float()  # the published silent drop when all logits <= 0
             dx, dy = cx / k * keep, cy / k * keep
         else:
-            dx, dy = (cx + 0.5) / k, (cy + 0.5) / k
+            dx, dy = (cx + 0.5) / k - self.window, (cy + 0.5) / k - self.window
         landmarks = torch.stack((ix.float() + dx, iy.float() + dy), dim=-1)
         return Decoded(landmarks=landmarks, scores=score)
+
+    def _decimal_argmax(self, output: NetOutput, ix: torch.Tensor, iy: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The decimal map read at (ix, iy): its argmax cell (x, y) as long and its logit."""
+        decimals = read_decimal_maps(output.decimals, ix, iy)
+        big = decimals.shape[-1]
+        if big != self.window_cells:
+            raise ValueError(f"decimal logits are {big} x {big}, but decimal_size="
+                             f"{self.decimal_size} and window={self.window} need "
+                             f"{self.window_cells} x {self.window_cells}: model.net.decimal_size "
+                             "/ decimal_window and the codec disagree")
+        dval, didx = decimals.flatten(-2).max(dim=-1)
+        return didx % big, didx // big, dval
 
     def diagnostics(self, output: NetOutput, landmarks: torch.Tensor) -> dict[str, torch.Tensor]:
         """Is the decimal head earning its keep? Compared with the truth ``landmarks``.
 
         ``decimal_hit`` (B, N) bool: the decoded decimal cell is the true one on both axes
-        (chance is 1 / k^2). ``integer_centre`` (B, N, 2): the decode with the decimal head
-        replaced by the pixel centre, i.e. what an integer-only HIH would predict. HIH is only
+        (chance is 1 / k^2; with a window, the cell within its pixel, whichever pixel).
+        ``integer_centre`` (B, N, 2): the decode with the decimal head replaced by the pixel
+        centre, i.e. what an integer-only HIH would predict. HIH is only
         better than that when the decimal head beats a constant guess.
         """
         ix, iy, _ = flat_argmax(output.heatmaps[:, -1])
-        decimals = read_decimal_maps(output.decimals, ix, iy)
-        k = decimals.shape[-1]
-        didx = decimals.flatten(-2).argmax(dim=-1)
+        cx, cy, _ = self._decimal_argmax(output, ix, iy)
+        k = self.decimal_size
         _, frac = split_integer(landmarks, self.heatmap_size)
         cell = self.decimal_class(frac)
-        hit = (didx % k == cell[..., 0]) & (didx // k == cell[..., 1])
+        hit = (cx % k == cell[..., 0]) & (cy % k == cell[..., 1])
         centre = torch.stack((ix.float(), iy.float()), dim=-1) + 0.5
         return {"decimal_hit": hit, "integer_centre": centre}

@@ -29,13 +29,16 @@ class LocalDecimals:
         return round(self.weight.shape[1] ** 0.5)
 
     def at(self, ix: torch.Tensor, iy: torch.Tensor) -> torch.Tensor:
-        """(B, N, k, k) logits of landmark n at integer pixel (ix, iy)[b, n] (inside the map)."""
+        """Logits of landmark n at integer pixels (ix, iy) inside the map: (B, N) pixels give
+        (B, N, k, k); (B, N, M) pixels (M reads per landmark) give (B, N, M, k, k)."""
         b, c, _, w = self.features.shape
-        idx = (iy * w + ix).unsqueeze(1).expand(b, c, ix.shape[1])        # (B, C, N)
-        picked = torch.gather(self.features.flatten(2), 2, idx)           # (B, C, N)
-        logits = torch.einsum("bcn,nkc->bnk", picked, self.weight) + self.bias
+        reads = ix.reshape(b, ix.shape[1], -1)                            # (B, N, M)
+        idx = (iy.reshape(reads.shape) * w + reads).reshape(b, 1, -1).expand(b, c, -1)
+        picked = torch.gather(self.features.flatten(2), 2, idx)           # (B, C, N*M)
+        picked = picked.reshape(b, c, *reads.shape[1:])                   # (B, C, N, M)
+        logits = torch.einsum("bcnm,nkc->bnmk", picked, self.weight) + self.bias[:, None]
         k = self.decimal_size
-        return logits.reshape(b, -1, k, k)
+        return logits.reshape(*ix.shape, k, k)
 
     def maps(self) -> torch.Tensor:
         """Every pixel's logits, (B, N, k, k, H, W)."""
