@@ -30,13 +30,6 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/uv || $(PYTHON) -m pip --python $(BIN)/python install -q uv
 	$(BIN)/uv pip install -q --python $(BIN)/python \
 		$(foreach f,$(FIND_LINKS),--find-links $(f)) "$(TORCH_SPEC)" -e ".[dev,export]" pip
-	@# hih-predict's face detector reads OpenCV's Haar cascade, which OpenCV 5 wheels no
-	@# longer ship: Debian's opencv-data has it (tests that need it skip without it)
-	@test -e /usr/share/opencv4/haarcascades/haarcascade_frontalface_default.xml \
-		|| { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-		     && { apt-get install -y -q opencv-data >/dev/null 2>&1 \
-		          || { apt-get update -qq && apt-get install -y -q opencv-data >/dev/null; }; }; } \
-		|| echo "note: no Haar cascade; hih-predict needs boxes=<file> (or apt-get install opencv-data)"
 	touch $@
 
 # Train + test the CPU-size HIH on the embedded synthetic faces; prints the results table.

@@ -173,10 +173,6 @@ def detectors(names: list[str]) -> dict[str, tuple[Callable[[np.ndarray], np.nda
             from hih_lightning.predict.hog import HOGFaceDetector
 
             made[name] = (HOGFaceDetector(upsample=1, max_side=640), DETECTOR_BOX.get("hog"))
-        elif name == "haar":
-            from hih_lightning.predict.haar import FaceDetector
-
-            made[name] = (FaceDetector(), DETECTOR_BOX.get("haar"))
         else:
             raise SystemExit(f"bench_detectors: unknown detector {name!r}")
     return made
@@ -207,7 +203,7 @@ def markdown(results: list[dict], header: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--detectors", nargs="+", default=["hog", "haar"])
+    parser.add_argument("--detectors", nargs="+", default=["hog"])
     parser.add_argument("--shared", type=Path, default=SHARED)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None, help="write table.md, results.json")

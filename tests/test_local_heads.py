@@ -207,5 +207,8 @@ def test_simcc_net_output() -> None:
     net = build_model("hih_cpu", num_landmarks=5, input_size=64, head="simcc", split_ratio=2.0)
     out = net(torch.randn(2, 3, 64, 64))
     assert out.simcc.shape == (2, 5, 2, 128) and out.decimals is None
+    # x and y are classified by their own layers: one layer for both would give one answer
+    assert (out.simcc[:, :, 0] - out.simcc[:, :, 1]).abs().max() > 1e-3
     out.simcc.sum().backward()
     assert net.head.x.weight.grad.abs().sum() > 0
+    assert net.head.y.weight.grad.abs().sum() > 0

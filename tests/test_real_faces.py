@@ -372,21 +372,20 @@ def test_predictor_detector_kind_box_defaults_and_unknown_kind():
         predictor = _cheap_predictor(detector=detector)
         return predictor.detector_kind, (predictor.box_scale, predictor.box_shift)
 
-    hog_box, haar_box = DETECTOR_BOX["hog"], DETECTOR_BOX["haar"]
-    assert hog_box != haar_box
-    assert box(None) == ("haar", haar_box)
+    hog_box = DETECTOR_BOX["hog"]
+    assert box(None) == ("hog", hog_box)
     assert box({"kind": "hog"}) == ("hog", hog_box)
     assert box({"kind": "hog", "box_scale": None, "box_shift": None}) == ("hog", hog_box)
     assert box({"kind": "hog", "box_scale": 0.9}) == ("hog", (0.9, hog_box[1]))
     assert box({"kind": "hog", "box_shift": -0.05}) == ("hog", (hog_box[0], -0.05))
-    assert box({"kind": "haar", "box_scale": 1.0, "box_shift": 0}) == ("haar", (1.0, 0.0))
-    with pytest.raises(ConfigError, match=r"detector\.kind='mtcnn'; valid: \['haar', 'hog'\]"):
-        _cheap_predictor(detector={"kind": "mtcnn"})
+    assert box({"box_scale": 1.0, "box_shift": 0}) == ("hog", (1.0, 0.0))
+    with pytest.raises(ConfigError, match=r"detector\.kind='haar'; valid: \['hog'\]"):
+        _cheap_predictor(detector={"kind": "haar"})
 
-    # conf/predict.yaml: haar by default, its measured box; detector.kind=hog -> hog's box
+    # conf/predict.yaml: hog by default, its measured box
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        for overrides, expected in (([], ("haar", haar_box)),
-                                    (["detector.kind=hog"], ("hog", hog_box))):
+        for overrides, expected in (([], ("hog", hog_box)),
+                                    (["detector.box_scale=0.9"], ("hog", (0.9, hog_box[1])))):
             cfg = compose("predict", overrides=["input=x", *overrides])
             assert box(OmegaConf.to_container(cfg.detector, resolve=True)) == expected
 
@@ -403,8 +402,7 @@ def test_predictor_hands_the_kinds_options_to_its_detector(monkeypatch):
 
     monkeypatch.setattr(hog, "HOGFaceDetector", FakeHOG)
     predictor = _cheap_predictor(detector={
-        "kind": "hog", "haar": {"cascade": "x.xml", "min_neighbors": 3},
-        "hog": {"upsample": 0, "max_side": 320}})
+        "kind": "hog", "hog": {"upsample": 0, "max_side": 320}})
     (face,) = predictor.predict(np.zeros((240, 320, 3), np.uint8))
     assert made == [{"upsample": 0, "max_side": 320}]  # hog's options only, once
     np.testing.assert_array_equal(face.box, [40.0, 30.0, 140.0, 150.0])  # the detector's box

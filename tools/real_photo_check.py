@@ -1,6 +1,6 @@
 """hih-predict on the real, annotated face photos in shared/data, with the published layout.
 
-A plumbing check of the path a user's photo takes: Haar detector boxes -> benchmark crops ->
+A plumbing check of the path a user's photo takes: detector boxes -> benchmark crops ->
 HIH_B (a checkpoint synthesised from official_release/hih_state_dict_layout.txt, random
 weights scaled like trained ones, loaded by the published-checkpoint importer) -> landmarks
 in image pixels. It measures, per annotated face, whether a detector box overlaps the

@@ -16,6 +16,7 @@ from hih_lightning.predict.inputs import (
     BoxFile,
     Item,
     expand_input,
+    input_root,
     is_video,
     read_items,
     video_fps,
@@ -49,8 +50,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     as "no_face".
     """
     paths = expand_input(cfg.input)
-    root = Path(cfg.input) if Path(cfg.input).is_dir() else None
-    boxes = BoxFile(cfg.boxes, root=root) if cfg.get("boxes") else None
+    boxes = BoxFile(cfg.boxes, paths, input_root(cfg.input)) if cfg.get("boxes") else None
     predictor = Predictor.from_config(cfg)
     stride = max(1, int(cfg.video_stride))
     out_dir = Path(cfg.output_dir)

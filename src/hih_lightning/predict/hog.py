@@ -1,7 +1,8 @@
-"""dlib's HOG frontal-face detector: weights built into the ``dlib-bin`` wheel, no download.
+"""dlib's HOG frontal-face detector, hih-predict's default: its weights are built into the
+``dlib-bin`` wheel (a dependency), so it needs no system package and no download.
 
-Optional: ``pip install -e ".[baselines]"`` (or ``pip install dlib-bin``). It finds faces down
-to about 40 px with one upsampling, which the YouTube Faces frames (faces of 60-250 px) need.
+It finds faces down to about 40 px with one upsampling, which the YouTube Faces frames
+(faces of 60-250 px) need; why it and not OpenCV's Haar cascade: experiments/face_detectors.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ def import_dlib() -> Any:
         import dlib
     except ImportError:
         raise ImportError("dlib is not installed: pip install dlib-bin "
-                          "(or pip install -e '.[baselines]')") from None
+                          "(a dependency of hih-lightning)") from None
     return dlib
 
 
