@@ -8,12 +8,13 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from hih_lightning.allocator import keep_freed_memory
 from hih_lightning.config import CONFIG_DIR, instantiate_node, resolve_ckpt_path, validate_config
 from hih_lightning.reporting import define_wandb_summaries, write_run_report
+from hih_lightning.resume import AtomicCheckpointIO, LastCheckpoint, StepSeed
 from hih_lightning.run_folder import (
     hydra_cli,
     is_complete,
@@ -42,7 +43,12 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
                for name, node in (cfg.get("logger") or {}).items() if node is not None]
     if not loggers:  # logger=none: a learning-rate monitor would have nowhere to write
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer = instantiate_node(cfg, "trainer", callbacks=callbacks, logger=loggers or False)
+    # not config options: a resume equal to the uninterrupted run is not a choice to undo
+    callbacks.append(StepSeed(cfg.seed))
+    # last.ckpt after every other checkpoint callback's epoch end, so it holds their state
+    callbacks.sort(key=lambda c: isinstance(c, LastCheckpoint))
+    trainer = instantiate_node(cfg, "trainer", callbacks=callbacks, logger=loggers or False,
+                               plugins=[AtomicCheckpointIO()])
     for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     define_wandb_summaries(trainer.loggers)
@@ -66,8 +72,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
         metrics = scalar_metrics(trainer)
         if cfg.get("test", True):
             best = None
-            if trainer.checkpoint_callback is not None and not trainer.fast_dev_run:
-                best = trainer.checkpoint_callback.best_model_path or None
+            if not trainer.fast_dev_run:  # the best-scoring checkpoint's callback, if any
+                best = next((c.best_model_path for c in trainer.checkpoint_callbacks
+                             if isinstance(c, ModelCheckpoint)), None) or None
             trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
             metrics.update(scalar_metrics(trainer))
             if trainer.is_global_zero:

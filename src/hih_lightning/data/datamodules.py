@@ -123,6 +123,7 @@ class FaceDataModule(L.LightningDataModule):
         self.crop_protocol = crop_protocol
         self.augment = AugmentConfig(**(augment or {}))
         self.datasets: dict[str, FaceDataset] = {}
+        self._resume: tuple[int, int] | None = None  # (epoch, batches done) from a checkpoint
 
     def sources(self, stage: str | None) -> dict[str, FaceSource]:
         """Split name ("train", "val", "test") -> faces; subclasses implement this."""
@@ -144,6 +145,10 @@ class FaceDataModule(L.LightningDataModule):
             rank, world = self.trainer.global_rank, self.trainer.world_size
         sampler = EpochKeySampler(len(dataset), shuffle=train, seed=self.seed, rank=rank,
                                   world_size=world, pad=train)
+        if train and self._resume is not None:
+            epoch, batches_done = self._resume
+            sampler.resume_at(epoch, batches_done * self.batch_size)
+            self._resume = None
         return DataLoader(dataset, batch_size=self.batch_size if train else self.eval_batch_size,
                           sampler=sampler, num_workers=self.num_workers, drop_last=train,
                           pin_memory=self.pin_memory,
@@ -151,6 +156,24 @@ class FaceDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)
+
+    def state_dict(self) -> dict[str, int]:
+        """Where training stands in its data: the epoch and how many of its batches the
+        weights have seen (at the end of an epoch: the next epoch, none). A checkpoint holds
+        it, so that a resumed run's first loader draws exactly the batches the killed run
+        would have drawn next (:meth:`~hih_lightning.data.sampling.EpochKeySampler.resume_at`)."""
+        trainer = self.trainer
+        if trainer is None or trainer.state.fn != "fit":
+            return {}
+        epoch = trainer.current_epoch
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        if done >= trainer.num_training_batches:
+            epoch, done = epoch + 1, 0
+        return {"train_epoch": epoch, "train_batches_done": done}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "train_epoch" in state_dict:
+            self._resume = (int(state_dict["train_epoch"]), int(state_dict["train_batches_done"]))
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", train=False)

@@ -1,0 +1,182 @@
+"""A killed run resumes to exactly the run it would have been (issue 26).
+
+The end-to-end checks run ``hih-train`` as a user does, on the main job's recipe at a tiny
+size (2 loader workers, as in ``experiment=synthetic_hih``: the loader bug below needs
+workers), and compare the final checkpoint of the resumed run with the uninterrupted run's
+bit for bit: weights, optimizer and scheduler state. All runs use one thread (bitwise
+equality holds for one machine and one thread count).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from hih_lightning.checkpoints import load_checkpoint
+from hih_lightning.data.sampling import EpochKeySampler
+from hih_lightning.resume import StepSeed
+from hih_lightning.train import run
+
+TESTS = Path(__file__).resolve().parent
+# 3 batches of 16 an epoch, 3 epochs; the learning rate drops before the last epoch, so a
+# resume that misplaced the scheduler would show too
+RECIPE = ("experiment=synthetic_hih", "data.train_size=48", "data.val_size=16",
+          "data.test_size=16", "model.scheduler.milestones=[2]", "seed=7", "logger=csv",
+          "callbacks.progress_bar=null", "callbacks.model_summary=null",
+          "+callbacks.kill._target_=sigkill.KillAt")
+NO_MONITOR = "callbacks.model_checkpoint.monitor=null"
+
+
+def hih_train(logs: Path, *overrides: str, kill_at: str | None = None) -> int:
+    """Run ``hih-train`` in a process of its own; returns its exit status."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS),
+                                                       os.environ.get("PYTHONPATH")]))}
+    env.pop("HIH_KILL_AT", None)
+    if kill_at is not None:
+        env["HIH_KILL_AT"] = kill_at
+    cmd = [sys.executable, "-m", "hih_lightning.train", f"paths.log_dir={logs}", *overrides]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
+    if kill_at is None:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.returncode
+
+
+def start(logs: Path, run_dir: Path, *overrides: str, kill_at: str | None = None) -> int:
+    return hih_train(logs, *RECIPE, f"hydra.run.dir={run_dir}", *overrides, kill_at=kill_at)
+
+
+def resume(logs: Path, run_dir: Path) -> None:
+    hih_train(logs, f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
+              "trainer.max_epochs=3", "test=true")
+
+
+def assert_same_training_state(ran: Path, reference: Path) -> None:
+    """The two runs' last.ckpt hold the same epoch, step, weights, optimizer and scheduler
+    state, bit for bit."""
+    a = load_checkpoint(ran / "checkpoints" / "last.ckpt")
+    b = load_checkpoint(reference / "checkpoints" / "last.ckpt")
+    assert (a["epoch"], a["global_step"]) == (b["epoch"], b["global_step"])
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    differ = [k for k in a["state_dict"] if not torch.equal(a["state_dict"][k],
+                                                            b["state_dict"][k])]
+    assert not differ, f"{len(differ)} tensors differ, e.g. {differ[:3]}"
+    assert_equal_nested(a["optimizer_states"], b["optimizer_states"])
+    assert a["lr_schedulers"] == b["lr_schedulers"]
+
+
+def assert_equal_nested(a: object, b: object) -> None:
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b)
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert_equal_nested(a[key], b[key])
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            assert_equal_nested(x, y)
+    else:
+        assert a == b
+
+
+def final_test_metrics(run_dir: Path) -> dict[str, float]:
+    metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
+    return {k: v for k, v in metrics.items() if k.startswith("test/")}
+
+
+# -- the sampler's place in the data ----------------------------------------------------------
+def test_a_resumed_sampler_continues_where_the_killed_one_stopped():
+    straight = EpochKeySampler(10, shuffle=True, seed=3)
+    straight.set_epoch(2)
+    keys = list(straight)
+    resumed = EpochKeySampler(10, shuffle=True, seed=3)
+    resumed.resume_at(2, 4)
+    assert list(resumed) == keys[4:]
+    assert len(resumed) == 10  # Lightning counts the skipped batches itself
+    resumed.set_epoch(2)  # Lightning sets the same epoch again before iterating: kept
+    assert list(resumed) == keys[4:]
+    resumed.set_epoch(3)
+    straight.set_epoch(3)
+    assert list(resumed) == list(straight)
+
+
+def test_a_loader_with_workers_made_before_set_epoch_draws_the_resumed_epoch():
+    """Lightning makes the resumed run's first iterator before it calls set_epoch; a loader
+    with workers draws its first indices then (Lightning issue 21938)."""
+    sampler = EpochKeySampler(64, shuffle=True, seed=3)
+    sampler.resume_at(5, 16)
+    loader = torch.utils.data.DataLoader(range(10**4), batch_size=8, sampler=sampler,
+                                         num_workers=2)
+    batches = iter(loader)
+    sampler.set_epoch(5)
+    expected = EpochKeySampler(64, shuffle=True, seed=3)
+    expected.set_epoch(5)
+    assert torch.cat(list(batches)).tolist() == list(expected)[16:]
+
+
+# -- end to end: the uninterrupted run and its interrupted twins --------------------------------
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory) -> Path:
+    logs = tmp_path_factory.mktemp("straight")
+    run_dir = logs / "run"
+    start(logs, run_dir, "trainer.max_epochs=3")
+    return run_dir
+
+
+@pytest.mark.slow
+def test_resume_after_a_clean_stop_is_the_uninterrupted_run(straight, tmp_path):
+    run_dir = tmp_path / "run"
+    start(tmp_path, run_dir, "trainer.max_epochs=2", "test=false")
+    resume(tmp_path, run_dir)
+    assert_same_training_state(run_dir, straight)
+    assert final_test_metrics(run_dir) == final_test_metrics(straight)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("callbacks", [(), (NO_MONITOR,)], ids=["default", "monitor_null"])
+def test_resume_after_a_sigkill_is_the_uninterrupted_run(straight, tmp_path, callbacks):
+    """Killed in the third epoch, after its first batch: the second epoch's checkpoint is the
+    latest, and the resumed run redoes that batch."""
+    run_dir = tmp_path / "run"
+    status = start(tmp_path, run_dir, "trainer.max_epochs=3", *callbacks, kill_at="2,1")
+    assert status == -9, f"the run was not killed (exit status {status})"
+    assert load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["epoch"] == 1
+    resume(tmp_path, run_dir)
+    assert_same_training_state(run_dir, straight)
+    if not callbacks:  # both tested their best checkpoint, chosen from the same val/nme
+        assert final_test_metrics(run_dir) == final_test_metrics(straight)
+
+
+# -- the global RNG ---------------------------------------------------------------------------
+def test_step_seed_makes_a_steps_draws_independent_of_earlier_ones():
+    trainer = SimpleNamespace(global_rank=0, global_step=5)
+    seed = StepSeed(7)
+    seed.on_train_batch_start(trainer, None, None, 0)
+    first = torch.rand(4)
+    torch.rand(100)  # what a fresh process, a loader's seed draw or a validation would do
+    seed.on_train_batch_start(trainer, None, None, 0)
+    assert torch.equal(torch.rand(4), first)
+    trainer.global_step = 6
+    seed.on_train_batch_start(trainer, None, None, 0)
+    assert not torch.equal(torch.rand(4), first)
+
+
+@pytest.mark.slow
+def test_a_codec_drawing_from_the_global_rng_resumes_exactly(compose_cfg, tmp_path):
+    """Randomized rounding draws its targets from the global torch RNG, which a resumed
+    process reaches by another path than the uninterrupted one (in process, no workers)."""
+    runs = tmp_path / "logs" / "train" / "runs"
+    common = ("model/codec=randomized_rounding", "test=false")
+    run(compose_cfg("trainer.max_epochs=2", *common, f"paths.output_dir={runs / 'straight'}"))
+    run(compose_cfg("trainer.max_epochs=1", *common, f"paths.output_dir={runs / 'killed'}"))
+    run(compose_cfg("trainer.max_epochs=2", *common, f"paths.output_dir={runs / 'killed'}",
+                    f"ckpt_path={runs / 'killed' / 'checkpoints' / 'last.ckpt'}"))
+    assert_same_training_state(runs / "killed", runs / "straight")
