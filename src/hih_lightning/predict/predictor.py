@@ -130,6 +130,11 @@ class Predictor:
         self.device = choose_device(device)
         self.module = module.to(self.device).eval()
         self.module.hparams.flip_test = bool(flip_test)
+        self._set_options(crop_factor, batch_size, detector, source)
+
+    def _set_options(self, crop_factor: float, batch_size: int,
+                     detector: dict[str, Any] | None, source: str) -> None:
+        """Crop protocol, batch size and detector settings: the same for every backend."""
         self.crop_factor, self.batch_size = float(crop_factor), int(batch_size)
         self.detector_options = dict(detector or {})
         self.detector_kind = str(self.detector_options.pop("kind", "hog"))
@@ -184,14 +189,19 @@ class Predictor:
 
     @classmethod
     def from_config(cls, cfg: Any) -> Predictor:
-        """The model named by an hih-predict / hih-export config (``ckpt_path`` or
-        ``published_checkpoint``) with its prediction options."""
+        """The model named by an hih-predict / hih-export config (``ckpt_path``,
+        ``published_checkpoint`` or ``onnx_model``) with its prediction options."""
         from omegaconf import OmegaConf
 
         options = {key: cfg[key] for key in ("crop_factor", "batch_size", "device", "flip_test")
                    if key in cfg}
         if cfg.get("detector") is not None:
             options["detector"] = OmegaConf.to_container(cfg.detector, resolve=True)
+        if cfg.get("onnx_model"):
+            if cfg.get("ckpt_path") or cfg.get("published_checkpoint"):
+                raise ConfigError("give one model: onnx_model, ckpt_path or "
+                                  "published_checkpoint")
+            return OnnxPredictor(cfg.onnx_model, **options)
         ckpt_path = resolve_ckpt_path(cfg)
         if ckpt_path and cfg.get("published_checkpoint"):
             raise ConfigError("give either ckpt_path or published_checkpoint, not both")
@@ -310,3 +320,59 @@ class Predictor:
                 = None) -> list[Face]:
         """Faces of one RGB image (H, W, 3) uint8; ``boxes`` (K, 4) or None to detect them."""
         return self.predict_many([image], [None if boxes is None else np.asarray(boxes)])[0]
+
+
+class OnnxPredictor(Predictor):
+    """:class:`Predictor` with the network run by ONNX Runtime from a ``hih-export`` graph.
+
+    Detector, crops and the way back to image pixels are the PyTorch backend's; the graph
+    holds normalisation, network and decode, and runs 3x as fast on a CPU (1.3x end to end,
+    experiments/predict_speed). Its landmarks equal PyTorch's to hih-export's tolerance.
+    The graph has no flip test, so ``flip_test`` is refused rather than ignored.
+    """
+
+    def __init__(self, path: str | Path, crop_factor: float = 1.2, batch_size: int = 16,
+                 device: str = "auto", flip_test: bool = False,
+                 detector: dict[str, Any] | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ConfigError("onnx_model needs onnxruntime: pip install -e '.[export]'"
+                              ) from None
+        if flip_test:
+            raise ConfigError("onnx_model: the exported graph has no flip test; use the "
+                              "checkpoint (ckpt_path=...) for flip_test=true")
+        if not Path(path).is_file():
+            raise ConfigError(f"onnx_model={path}: no such file (hih-export writes one)")
+        if device not in ("auto", "cpu"):
+            raise ConfigError(f"onnx_model runs on the CPU; got device={device}")
+        self.device = torch.device("cpu")
+        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        (image,), (points, _) = self.session.get_inputs(), self.session.get_outputs()
+        self._input_size, self._num_landmarks = int(image.shape[2]), int(points.shape[1])
+        self._set_options(crop_factor, batch_size, detector, str(path))
+
+    @property
+    def input_size(self) -> int:
+        return self._input_size
+
+    @property
+    def num_landmarks(self) -> int:
+        return self._num_landmarks
+
+    def describe(self) -> dict[str, Any]:
+        return {"model": self.source, "backend": "onnx", "num_landmarks": self.num_landmarks,
+                "input_size": self.input_size, "crop_factor": self.crop_factor,
+                "flip_test": False, "device": "cpu"}
+
+    def predict_crops(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        points, scores = [], []
+        for start in range(0, len(crops), self.batch_size):
+            batch = np.ascontiguousarray(crops[start:start + self.batch_size])
+            batch_points, batch_scores = self.session.run(None, {"image": batch})
+            points.append(batch_points)
+            scores.append(batch_scores)
+        n = self.num_landmarks
+        if not points:
+            return np.zeros((0, n, 2), np.float32), np.zeros((0, n), np.float32)
+        return np.concatenate(points), np.concatenate(scores)
