@@ -21,8 +21,8 @@ import torch
 
 from hih_lightning.checkpoints import load_checkpoint
 from hih_lightning.data.sampling import EpochKeySampler
-from hih_lightning.resume import StepSeed
-from hih_lightning.train import run
+from hih_lightning.resume import AtomicCheckpointIO, LastCheckpoint, StepSeed
+from hih_lightning.train import build, run
 
 TESTS = Path(__file__).resolve().parent
 # 3 batches of 16 an epoch, 3 epochs; the learning rate drops before the last epoch, so a
@@ -153,6 +153,92 @@ def test_resume_after_a_sigkill_is_the_uninterrupted_run(straight, tmp_path, cal
     assert_same_training_state(run_dir, straight)
     if not callbacks:  # both tested their best checkpoint, chosen from the same val/nme
         assert final_test_metrics(run_dir) == final_test_metrics(straight)
+
+
+@pytest.mark.slow
+def test_resume_after_a_sigkill_mid_epoch_is_the_uninterrupted_run(straight, tmp_path):
+    """last.ckpt every 2 steps: killed in the second epoch after its second batch, the run
+    resumes after that epoch's first batch (global step 4), trains the epoch's last two, then
+    steps the learning rate down at the epoch's end as the uninterrupted run did."""
+    run_dir = tmp_path / "run"
+    status = start(tmp_path, run_dir, "trainer.max_epochs=3",
+                   "callbacks.last_checkpoint.every_n_train_steps=2", kill_at="1,2")
+    assert status == -9, f"the run was not killed (exit status {status})"
+    assert load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 4
+    resume(tmp_path, run_dir)
+    assert_same_training_state(run_dir, straight)
+    assert final_test_metrics(run_dir) == final_test_metrics(straight)
+
+
+def test_last_checkpoint_is_due_by_steps_or_minutes_but_not_on_an_epochs_last_batch(
+        monkeypatch, tmp_path):
+    clock = [0.0]
+    monkeypatch.setattr("hih_lightning.resume.time.monotonic", lambda: clock[0])
+    saved = []
+    trainer = SimpleNamespace(
+        sanity_checking=False, fast_dev_run=False, state=SimpleNamespace(fn="fit"),
+        num_training_batches=10, global_step=0, strategy=SimpleNamespace(broadcast=lambda x: x),
+        save_checkpoint=lambda path: saved.append((trainer.global_step, path)))
+    callback = LastCheckpoint(tmp_path, every_n_train_steps=4, every_n_minutes=10)
+    callback.on_train_start(trainer, None)
+
+    def batch(step: int, minutes: float, batch_idx: int = 0) -> None:
+        trainer.global_step, clock[0] = step, 60 * minutes
+        callback.on_train_batch_end(trainer, None, None, None, batch_idx)
+
+    batch(3, 9.9)
+    batch(4, 9.9)          # 4 steps
+    batch(5, 19.8)         # not yet 10 minutes since the last save
+    batch(6, 20.0)         # 10 minutes
+    batch(8, 21.0, 9)      # the epoch's last batch: the epoch end saves
+    callback.on_train_epoch_end(trainer, None)
+    assert saved == [(4, tmp_path / "last.ckpt"), (6, tmp_path / "last.ckpt"),
+                     (8, tmp_path / "last.ckpt")]
+
+
+def test_the_default_config_loses_at_most_ten_minutes_of_training(compose_cfg):
+    node = compose_cfg(tiny=False).callbacks.last_checkpoint
+    assert node.every_n_minutes <= 10
+
+
+# -- a kill during a checkpoint's write -----------------------------------------------------------
+_KILLED_WRITER = """
+import os, signal, sys, threading, time
+import torch
+from hih_lightning.resume import AtomicCheckpointIO
+
+folder = sys.argv[1]
+
+def kill_once_writing():  # SIGKILL as soon as any file there holds a megabyte of the new one
+    while True:
+        if any(e.stat().st_size > 2**20 for e in os.scandir(folder) if e.is_file()):
+            os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(0.0005)
+
+threading.Thread(target=kill_once_writing, daemon=True).start()
+big = {"state_dict": {"w": torch.arange(2**25, dtype=torch.float32)}}  # 128 MiB
+AtomicCheckpointIO().save_checkpoint(big, os.path.join(folder, "last.ckpt"))
+"""
+
+
+def test_a_kill_during_a_checkpoint_write_leaves_the_previous_one(tmp_path):
+    folder = tmp_path / "checkpoints"
+    last = folder / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"state_dict": {"w": torch.ones(3)}, "epoch": 4}, last)
+    proc = subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(folder)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]  # killed mid-write, not finished
+    assert load_checkpoint(last)["epoch"] == 4
+    assert [p.name for p in folder.iterdir() if p != last], "no partial file was written"
+    # the next save replaces last.ckpt and removes what the killed writer left
+    AtomicCheckpointIO().save_checkpoint({"state_dict": {"w": torch.ones(3)}, "epoch": 5}, last)
+    assert load_checkpoint(last)["epoch"] == 5
+    assert list(folder.iterdir()) == [last]
+
+
+def test_hih_train_writes_checkpoints_atomically(compose_cfg):
+    _, _, trainer = build(compose_cfg())
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
 
 
 # -- the global RNG ---------------------------------------------------------------------------
