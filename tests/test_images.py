@@ -124,6 +124,21 @@ def test_skip_option_leaves_bad_images_out_and_counts_them(tmp_path):
         FileListDataModule(dataset="wflw", test=str(listing), bad_images="ignore")
 
 
+def test_skipped_faces_count_under_each_split_that_reads_them(tmp_path):
+    """val defaults to the test file, and both read it once: each split reports its skips."""
+    listing, paths = _write_faces(tmp_path, [".jpg", ".png", ".jpg"])
+    _truncate(paths[2])
+    dm = FileListDataModule(dataset="wflw", train=str(listing), test=str(listing),
+                            num_workers=0, bad_images="skip")
+    dm.setup("fit")
+    dm.setup("test")
+    assert sorted(dm.skipped_images) == ["test", "train", "val"]
+    for split in ("train", "val", "test"):
+        (skipped,) = dm.skipped_images[split]
+        assert skipped.startswith(f"{paths[2]}: truncated JPEG")
+        assert len(dm.datasets[split]) == 2
+
+
 def test_every_image_bad_under_skip_stops_naming_the_list(tmp_path):
     listing, paths = _write_faces(tmp_path, [".png"])
     _truncate(paths[0])

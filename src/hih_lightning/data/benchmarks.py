@@ -105,7 +105,8 @@ class BenchmarkDataModule(FaceDataModule):
         self.skipped_images: dict[str, list[str]] = {}
         self.cache_dir = None if cache_dir in (None, "") else Path(cache_dir)
         self.cache_context = float(cache_context)
-        self._records: dict[object, RecordSource] = {}
+        # source key -> (the faces kept, "image: reason" of those skipped for their image)
+        self._records: dict[object, tuple[RecordSource, list[str]]] = {}
         if self.cache_dir is not None:
             from hih_lightning.prepare import check_cache
 
@@ -135,26 +136,34 @@ class BenchmarkDataModule(FaceDataModule):
         return self.layout().annotations[split]
 
     def source(self, split: str) -> RecordSource:
-        """The original faces of one split, read once and kept (setup runs per stage)."""
+        """The original faces of one split, read once and kept (setup runs per stage). The
+        faces left out for a bad image count under every split that reads them: val and test
+        share one read when they name the same file, and both lose the same faces."""
         key = self.source_key(split)
         if key not in self._records:
             lay = self.layout()
             if split not in lay.annotations:
                 raise RuntimeError(f"{lay.label}: no {split!r} split is configured")
-            src = self.read_split(split, lay.annotations[split])
+            src, skipped = self.read_split(split, lay.annotations[split]), []
             if self.bad_images == "skip" and src.images is None:
-                src = self._drop_bad_images(split, src)
+                src, skipped = self._drop_bad_images(src)
             if len(src) == 0:
                 raise DataPathError(f"{lay.label}: {lay.annotations[split]} lists no faces")
             first = src.record(0).image_path
             if src.images is None and first is not None and not Path(first).is_file():
                 raise DataPathError(f"{lay.label}: expected image {first} (listed in "
                                     f"{src.record(0).source}) ({lay.hint})")
-            self._records[key] = src
-        return self._records[key]
+            self._records[key] = src, skipped
+        src, skipped = self._records[key]
+        if skipped and split not in self.skipped_images:
+            self.skipped_images[split] = skipped
+            log.warning("%s split: skipped %d face(s) whose image is bad (bad_images=skip), "
+                        "e.g. %s", split, len(skipped), skipped[0])
+        return src
 
-    def _drop_bad_images(self, split: str, src: RecordSource) -> RecordSource:
-        """The faces whose image file is whole; the others are listed in skipped_images."""
+    @staticmethod
+    def _drop_bad_images(src: RecordSource) -> tuple[RecordSource, list[str]]:
+        """The faces whose image file is whole, and "image: reason" of each other one."""
         problems: dict[Path, str | None] = {}
         kept, skipped = [], []
         for record in src.records:
@@ -166,11 +175,7 @@ class BenchmarkDataModule(FaceDataModule):
                 kept.append(record)
             else:
                 skipped.append(f"{path}: {problem} (face {record.source})")
-        if skipped:
-            self.skipped_images[split] = skipped
-            log.warning("%s split: skipped %d face(s) whose image is bad (bad_images=skip), "
-                        "e.g. %s", split, len(skipped), skipped[0])
-        return RecordSource(kept)
+        return RecordSource(kept), skipped
 
     def sources(self, stage: str | None) -> dict[str, FaceSource]:
         available = self.layout().annotations
