@@ -364,11 +364,13 @@ def test_box_file_mistakes_are_one_line_naming_file_and_row(tmp_path, dot_model,
     assert message == f"{tmp_path / 'short.csv'}:3: 4 values, the header has 5 (image,x1,y1,x2,y2)"
 
 
-def test_frame_written_as_a_float_is_that_frame():
-    """pandas writes an integer column with a blank as floats: 3.0 is frame 3."""
-    boxes = BoxFile.__new__(BoxFile)
-    boxes.path = Path("boxes.csv")
-    assert [boxes._frame(v, ":2") for v in ("3.0", "3", 3, 3.0, "", None)] == [3, 3, 3, 3, -1, -1]
+def test_frame_written_as_a_float_is_that_frame(tmp_path):
+    """pandas writes an integer column that has a blank as floats: 3.0 is frame 3."""
+    (tmp_path / "boxes.csv").write_text("image,frame,x1,y1,x2,y2\nclip.mp4,3.0,1,2,30,40\n"
+                                        "clip.mp4,,5,6,50,60\n")
+    boxes = BoxFile(tmp_path / "boxes.csv", [Path("clip.mp4")])
+    np.testing.assert_array_equal(boxes.lookup("clip.mp4", 3), [[1, 2, 30, 40]])
+    np.testing.assert_array_equal(boxes.lookup("clip.mp4", 4), [[5, 6, 50, 60]])
 
 
 def test_glob_input_finds_boxes_keyed_relative_to_its_folder(tmp_path, dot_model, monkeypatch):

@@ -117,6 +117,7 @@ class Predictor:
     >>> predictor = Predictor.from_checkpoint("logs/train/runs/<run>/checkpoints/last.ckpt")
     >>> faces = predictor.predict(rgb_image)             # boxes from the face detector
     >>> faces = predictor.predict(rgb_image, [[x1, y1, x2, y2]])
+    >>> batch = predictor.network_input([rgb_image])     # crops for an ONNX graph, and back
 
     ``module`` is the LightningModule (network + codec); ``crop_factor`` the crop protocol's
     enlargement of the box; ``flip_test`` averages with the mirrored crop (scores are those
