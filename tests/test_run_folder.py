@@ -16,10 +16,12 @@ from omegaconf import OmegaConf
 from hih_lightning import eval as hih_eval
 from hih_lightning.config import CONFIG_DIR, ConfigError
 from hih_lightning.run_folder import (
+    RESUMES,
     SAVED_CONFIG,
     SAVED_OVERRIDES,
     discard_job_dir,
     is_complete,
+    record_resume,
     run_checkpoint,
     with_run_config,
 )
@@ -146,6 +148,58 @@ def test_a_checkpoint_without_a_run_folder_uses_the_command_line_config(tmp_path
     merged = with_run_config(cfg, [f"ckpt_path={lone}"], task="train")
     assert merged.model.codec._target_ == cfg.model.codec._target_
     assert merged.ckpt_path == str(lone)
+
+
+# Runs record_resume with every write under .hydra/ killed (SIGKILL) halfway through its bytes
+_KILLED_RECORD = """
+import builtins, io, os, signal, sys
+from omegaconf import OmegaConf
+from hih_lightning.run_folder import record_resume
+
+real_open = builtins.open
+
+class DiesHalfway:
+    def __init__(self, f):
+        self.f = f
+    def write(self, data):
+        self.f.write(data[:len(data) // 2])
+        self.f.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+    def __enter__(self):
+        return self
+    def __exit__(self, *exc):
+        return self.f.__exit__(*exc)
+
+def dying_open(file, mode="r", *args, **kwargs):
+    f = real_open(file, mode, *args, **kwargs)
+    return DiesHalfway(f) if "w" in mode and ".hydra" in str(file) else f
+
+builtins.open = io.open = dying_open
+record_resume(OmegaConf.load(sys.argv[1]), ["trainer.max_epochs=3"])
+"""
+
+
+def test_a_kill_while_recording_a_resume_leaves_the_run_config_whole(tmp_path):
+    run_dir = tmp_path / "run"
+    saved = OmegaConf.create({"paths": {"output_dir": str(run_dir)}, "ckpt_path": None,
+                              "trainer": {"max_epochs": 2}, "model": {"lr": 0.001}})
+    (run_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(saved, run_dir / SAVED_CONFIG)
+    resumed = OmegaConf.merge(saved, {"trainer": {"max_epochs": 3}, "ckpt_path": "last.ckpt"})
+    OmegaConf.save(resumed, tmp_path / "resumed.yaml")
+    proc = subprocess.run([sys.executable, "-c", _KILLED_RECORD, str(tmp_path / "resumed.yaml")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert OmegaConf.load(run_dir / SAVED_CONFIG) == saved
+    assert not (run_dir / RESUMES).exists()
+    # done again without the kill: both files written whole, the killed write's leftovers gone
+    record_resume(resumed, ["trainer.max_epochs=3"])
+    assert OmegaConf.load(run_dir / SAVED_CONFIG) == resumed
+    assert len(OmegaConf.load(run_dir / RESUMES)) == 1
+    assert sorted(p.name for p in (run_dir / ".hydra").iterdir()) == ["config.yaml",
+                                                                       "resumes.yaml"]
 
 
 def test_discard_keeps_folders_with_results(tmp_path):

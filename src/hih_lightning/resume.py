@@ -15,7 +15,6 @@ rest is here:
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,8 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from hih_lightning.atomic import atomic_file
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:
@@ -104,8 +105,8 @@ class LastCheckpoint(Checkpoint):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write a checkpoint to a temporary file in its own folder, sync it, then rename it over
-    the target: a kill at any moment leaves either the previous file or the new one.
+    """Write a checkpoint with :func:`~hih_lightning.atomic.atomic_file`: a kill at any moment
+    leaves either the previous file or the new one.
 
     Lightning's own writer stages the file in the system's temporary folder and moves it; when
     that is another file system (a node's local /tmp, the run folder on a shared one) the move
@@ -117,32 +118,5 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None or "://" in str(path):  # remote: Lightning's writer
             super().save_checkpoint(checkpoint, path, storage_options)
             return
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with staged.open("wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(staged, path)
-        except BaseException:
-            staged.unlink(missing_ok=True)
-            raise
-        _fsync_folder(path.parent)
-        for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a killed writer
-            stale.unlink(missing_ok=True)
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (a power loss keeps the new name)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # a platform or file system without folder handles
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        with atomic_file(path) as f:
+            torch.save(checkpoint, f)

@@ -25,8 +25,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from hih_lightning.atomic import atomic_file
 from hih_lightning.checkpoints import load_checkpoint
 from hih_lightning.config import CONFIG_DIR, check_ranges, instantiate_node, resolve_ckpt_path
 from hih_lightning.errors import USER_ERRORS, ConfigError
@@ -240,14 +241,22 @@ def saved_metrics(run_dir: str | Path) -> dict[str, float]:
 
 
 def record_resume(cfg: DictConfig, overrides: Sequence[str]) -> None:
-    """Save the config the run now continues with, and append this resume to its history."""
+    """Save the config the run now continues with, and append this resume to its history.
+    Both files are replaced whole (:func:`~hih_lightning.atomic.atomic_file`): a config cut
+    short by a kill would break every later resume, eval and predict of the run."""
     run_dir = Path(cfg.paths.output_dir)
-    OmegaConf.save(cfg, run_dir / SAVED_CONFIG)
+    save_yaml(cfg, run_dir / SAVED_CONFIG)
     history = OmegaConf.load(run_dir / RESUMES) if (run_dir / RESUMES).is_file() else []
     history = list(OmegaConf.to_container(history)) if history else []
     history.append({"time": datetime.datetime.now().isoformat(timespec="seconds"),
                     "checkpoint": str(cfg.ckpt_path), "overrides": list(overrides)})
-    OmegaConf.save(OmegaConf.create(history), run_dir / RESUMES)
+    save_yaml(OmegaConf.create(history), run_dir / RESUMES)
+
+
+def save_yaml(cfg: DictConfig | ListConfig, path: Path) -> None:
+    """``OmegaConf.save``, written atomically."""
+    with atomic_file(path) as f:
+        f.write(OmegaConf.to_yaml(cfg).encode("utf-8"))
 
 
 def move_job_log(job_dir: Path, run_dir: Path) -> None:
