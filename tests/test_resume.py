@@ -9,6 +9,7 @@ equality holds for one machine and one thread count).
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -18,6 +19,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from hih_lightning.checkpoints import load_checkpoint
 from hih_lightning.data.sampling import EpochKeySampler
@@ -266,3 +268,35 @@ def test_a_codec_drawing_from_the_global_rng_resumes_exactly(compose_cfg, tmp_pa
     run(compose_cfg("trainer.max_epochs=2", *common, f"paths.output_dir={runs / 'killed'}",
                     f"ckpt_path={runs / 'killed' / 'checkpoints' / 'last.ckpt'}"))
     assert_same_training_state(runs / "killed", runs / "straight")
+
+
+# -- a moved run folder, resumed twice --------------------------------------------------------
+@pytest.mark.slow
+def test_a_moved_run_resumes_twice_keeping_its_best_checkpoint_and_logs(tmp_path):
+    """Lightning would keep the old folder's best_model_path and forget the best score; the
+    second resume logs to csv/resume2 beside resume1."""
+    tiny = ("debug=tiny", "seed=3", "callbacks.lr_monitor=null")
+    old, new = tmp_path / "old", tmp_path / "moved" / "run"
+    hih_train(tmp_path, *tiny, "trainer.max_epochs=1", f"hydra.run.dir={old}")
+    new.parent.mkdir()
+    old.rename(new)
+    for epochs in (2, 3):
+        hih_train(tmp_path, f"ckpt_path={new / 'checkpoints' / 'last.ckpt'}",
+                  f"trainer.max_epochs={epochs}")
+    logs = {path.parent.name: path for path in (new / "csv").rglob("metrics.csv")}
+    assert sorted(logs) == ["csv", "resume1", "resume2"]
+    val = {}  # epoch -> val/nme, over the three logs
+    for path in logs.values():
+        for row in csv.DictReader(path.open()):
+            if row.get("val/nme"):
+                val[int(row["epoch"])] = float(row["val/nme"])
+    assert sorted(val) == [0, 1, 2]
+    best_epoch = min(val, key=val.get)
+    state = next(v for k, v in load_checkpoint(new / "checkpoints" / "last.ckpt")["callbacks"]
+                 .items() if k.startswith("ModelCheckpoint"))
+    best = new / "checkpoints" / f"epoch_{best_epoch:03d}.ckpt"
+    assert Path(state["best_model_path"]) == best
+    assert float(state["best_model_score"]) == pytest.approx(val[best_epoch])
+    assert sorted(p.name for p in (new / "checkpoints").glob("epoch_*.ckpt")) == [best.name]
+    assert (new / "metrics.json").is_file()
+    assert len(OmegaConf.load(new / ".hydra" / "resumes.yaml")) == 2

@@ -22,7 +22,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from hih_lightning.atomic import atomic_file
@@ -49,6 +49,40 @@ class StepSeed(L.Callback):
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule,
                              batch: Any, batch_idx: int) -> None:
         torch.manual_seed(step_seed(self.seed, trainer.global_rank, trainer.global_step))
+
+
+class FollowMovedRunFolder(L.Callback):
+    """Resuming a run whose folder was moved since, keep its ``ModelCheckpoint`` bookkeeping.
+
+    Lightning reloads the best-checkpoint state only when the saved ``dirpath`` equals the
+    callback's; otherwise it keeps just ``best_model_path``, which names the old place. The
+    resumed run then tested a file that is gone, or, forgetting the best score, took its next
+    epoch for the best and left the real best's file beside it. Paths under the old folder
+    whose file is in the new one are mapped to it before the state loads.
+    """
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        states = checkpoint.get("callbacks") or {}
+        for callback in trainer.checkpoint_callbacks:
+            state = states.get(callback.state_key)
+            if not isinstance(callback, ModelCheckpoint) or not state \
+                    or not callback.dirpath or not state.get("dirpath"):
+                continue
+            old, new = Path(state["dirpath"]), Path(callback.dirpath)
+
+            def moved(path: str | None, old: Path = old, new: Path = new) -> str | None:
+                if path and Path(path).parent == old and (new / Path(path).name).is_file():
+                    return str(new / Path(path).name)
+                return path
+
+            if old == new or moved(state.get("best_model_path")) == state.get("best_model_path"):
+                continue  # not a moved folder: Lightning's own rule applies
+            state["dirpath"] = callback.dirpath
+            for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+                state[key] = moved(state.get(key))
+            state["best_k_models"] = {moved(k): v for k, v in
+                                      (state.get("best_k_models") or {}).items()}
 
 
 class LastCheckpoint(Checkpoint):

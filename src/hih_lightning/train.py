@@ -14,7 +14,12 @@ from omegaconf import DictConfig, OmegaConf
 from hih_lightning.allocator import keep_freed_memory
 from hih_lightning.config import CONFIG_DIR, instantiate_node, resolve_ckpt_path, validate_config
 from hih_lightning.reporting import define_wandb_summaries, write_run_report
-from hih_lightning.resume import AtomicCheckpointIO, LastCheckpoint, StepSeed
+from hih_lightning.resume import (
+    AtomicCheckpointIO,
+    FollowMovedRunFolder,
+    LastCheckpoint,
+    StepSeed,
+)
 from hih_lightning.run_folder import (
     hydra_cli,
     is_complete,
@@ -44,7 +49,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     if not loggers:  # logger=none: a learning-rate monitor would have nowhere to write
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     # not config options: a resume equal to the uninterrupted run is not a choice to undo
-    callbacks.append(StepSeed(cfg.seed))
+    callbacks += [StepSeed(cfg.seed), FollowMovedRunFolder()]
     # last.ckpt after every other checkpoint callback's epoch end, so it holds their state
     callbacks.sort(key=lambda c: isinstance(c, LastCheckpoint))
     trainer = instantiate_node(cfg, "trainer", callbacks=callbacks, logger=loggers or False,
