@@ -1,9 +1,10 @@
-"""A callback that kills its own training process with SIGKILL at a chosen batch, as a
-pre-empting scheduler or the out-of-memory killer would: no hook, no ``finally``, no flush.
+"""A callback that signals its own training process at a chosen batch: by default SIGKILL, as a
+pre-empting scheduler or the out-of-memory killer would (no hook, no ``finally``, no flush).
 
 Loaded by ``hih-train +callbacks.kill._target_=sigkill.KillAt`` with ``tests/`` on
 ``PYTHONPATH``; it acts only where ``HIH_KILL_AT=<epoch>,<batch>`` is set, so the resumed run
-(whose saved config still lists it) runs through.
+(whose saved config still lists it) runs through. ``HIH_KILL_SIGNAL=SIGUSR2`` sends that
+signal instead (SLURM's warning before it pre-empts a job).
 """
 
 from __future__ import annotations
@@ -20,4 +21,4 @@ class KillAt(L.Callback):
                              batch: Any, batch_idx: int) -> None:
         at = os.environ.get("HIH_KILL_AT")
         if at and (trainer.current_epoch, batch_idx) == tuple(map(int, at.split(","))):
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), signal.Signals[os.environ.get("HIH_KILL_SIGNAL", "SIGKILL")])

@@ -36,12 +36,16 @@ RECIPE = ("experiment=synthetic_hih", "data.train_size=48", "data.val_size=16",
 NO_MONITOR = "callbacks.model_checkpoint.monitor=null"
 
 
-def hih_train(logs: Path, *overrides: str, kill_at: str | None = None) -> int:
-    """Run ``hih-train`` in a process of its own; returns its exit status."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+def hih_train(logs: Path, *overrides: str, kill_at: str | None = None,
+              env: dict[str, str] | None = None) -> int:
+    """Run ``hih-train`` in a process of its own (``env`` added to its environment); returns
+    its exit status."""
+    env = {**{k: v for k, v in os.environ.items()
+              if not k.startswith(("HIH_KILL", "SLURM_"))},
+           "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS),
-                                                       os.environ.get("PYTHONPATH")]))}
-    env.pop("HIH_KILL_AT", None)
+                                                       os.environ.get("PYTHONPATH")])),
+           **(env or {})}
     if kill_at is not None:
         env["HIH_KILL_AT"] = kill_at
     cmd = [sys.executable, "-m", "hih_lightning.train", f"paths.log_dir={logs}", *overrides]
@@ -51,8 +55,10 @@ def hih_train(logs: Path, *overrides: str, kill_at: str | None = None) -> int:
     return proc.returncode
 
 
-def start(logs: Path, run_dir: Path, *overrides: str, kill_at: str | None = None) -> int:
-    return hih_train(logs, *RECIPE, f"hydra.run.dir={run_dir}", *overrides, kill_at=kill_at)
+def start(logs: Path, run_dir: Path, *overrides: str, kill_at: str | None = None,
+          env: dict[str, str] | None = None) -> int:
+    return hih_train(logs, *RECIPE, f"hydra.run.dir={run_dir}", *overrides, kill_at=kill_at,
+                     env=env)
 
 
 def resume(logs: Path, run_dir: Path) -> None:
@@ -201,6 +207,31 @@ def test_last_checkpoint_is_due_by_steps_or_minutes_but_not_on_an_epochs_last_ba
 def test_the_default_config_loses_at_most_ten_minutes_of_training(compose_cfg):
     node = compose_cfg(tiny=False).callbacks.last_checkpoint
     assert node.every_n_minutes <= 10
+
+
+@pytest.mark.slow
+def test_slurms_warning_signal_saves_requeues_and_the_requeued_job_resumes(straight, tmp_path):
+    """SIGUSR2 in the second epoch's second step of a (pretend) SLURM job: last.ckpt is saved at
+    the step's end and ``scontrol requeue`` is called; the same command run again as the
+    requeued job (SLURM_RESTART_COUNT=1) continues the run from there by itself."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "scontrol.calls"
+    bin_dir.mkdir()
+    scontrol = bin_dir / "scontrol"
+    scontrol.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    scontrol.chmod(0o755)
+    slurm = {"SLURM_JOB_ID": "4242", "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    run_dir = tmp_path / "run"
+    status = start(tmp_path, run_dir, "trainer.max_epochs=3", kill_at="1,1",
+                   env={**slurm, "HIH_KILL_SIGNAL": "SIGUSR2"})
+    assert status == 0
+    assert calls.read_text().split() == ["requeue", "4242"]
+    assert load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 5
+    start(tmp_path, run_dir, "trainer.max_epochs=3", env={**slurm, "SLURM_RESTART_COUNT": "1"})
+    assert_same_training_state(run_dir, straight)
+    assert final_test_metrics(run_dir) == final_test_metrics(straight)
+    # resumed, not trained again from the start (which would end equal too)
+    assert len(OmegaConf.load(run_dir / ".hydra" / "resumes.yaml")) == 1
+    assert (run_dir / "csv" / "resume1" / "metrics.csv").is_file()
 
 
 # -- a kill during a checkpoint's write -----------------------------------------------------------

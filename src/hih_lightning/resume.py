@@ -5,7 +5,8 @@ checkpoint. The data's place is kept by the datamodule (``FaceDataModule.state_d
 rest is here:
 
 - a checkpoint to resume from that is never older than the last epoch, nor than a few minutes
-  of training: :class:`LastCheckpoint` keeps ``last.ckpt`` current;
+  of training: :class:`LastCheckpoint` keeps ``last.ckpt`` current, and on SLURM's warning
+  signal saves it and requeues the job, which resumes from it (``train.requeued_checkpoint``);
 - the global torch RNG, which a training step may draw from (randomized rounding draws its
   targets from it): :class:`StepSeed` seeds it from (seed, rank, global step) before every
   step, so a step's draws do not depend on what ran before it in the process;
@@ -15,6 +16,10 @@ rest is here:
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +31,8 @@ from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from hih_lightning.atomic import atomic_file
+
+log = logging.getLogger(__name__)
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:
@@ -90,6 +97,12 @@ class LastCheckpoint(Checkpoint):
     within an epoch every ``every_n_train_steps`` optimizer steps and every ``every_n_minutes``
     minutes of training (whichever are set).
 
+    In a SLURM job (``SLURM_JOB_ID`` set), ``requeue_signal`` (what SLURM sends before it
+    pre-empts the job or its time runs out: ``#SBATCH --signal``; submitit's launcher asks for
+    SIGUSR2) also saves it, at the end of the training step under way, then requeues the job
+    with ``scontrol requeue`` and ends the process. Lightning's own SLURM handler saves an
+    ``hpc_ckpt`` wherever the signal lands, possibly between two parameter updates of a step.
+
     Lightning 2.6's ``ModelCheckpoint(save_last=True)`` writes ``last.ckpt`` only at a step
     where it also writes a top-k checkpoint: with a monitored metric, an epoch that did not
     improve it left ``last.ckpt`` at the best epoch, and a killed run resumed from there.
@@ -100,17 +113,35 @@ class LastCheckpoint(Checkpoint):
     """
 
     def __init__(self, dirpath: str | Path, every_n_train_steps: int | None = None,
-                 every_n_minutes: float | None = None) -> None:
+                 every_n_minutes: float | None = None,
+                 requeue_signal: str | None = "SIGUSR2") -> None:
         for name, value in (("every_n_train_steps", every_n_train_steps),
                             ("every_n_minutes", every_n_minutes)):
             if value is not None and value <= 0:
                 raise ValueError(f"{name}={value}: give a positive number, or null for never")
+        if requeue_signal is not None and not hasattr(signal.Signals, requeue_signal):
+            raise ValueError(f"requeue_signal={requeue_signal!r}: not a signal name (SIGUSR2)")
         self.path = Path(dirpath) / "last.ckpt"
         self.every_n_train_steps, self.every_n_minutes = every_n_train_steps, every_n_minutes
+        self.requeue_signal = requeue_signal
         self._saved_at = time.monotonic()
+        self._signalled = False
+        self._previous_handler: Any = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._saved_at = time.monotonic()
+        if self.requeue_signal is not None and os.environ.get("SLURM_JOB_ID"):
+            # after Lightning's own handlers (registered before training starts): this one wins
+            self._previous_handler = signal.signal(signal.Signals[self.requeue_signal],
+                                                   self._on_signal)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._previous_handler is not None:
+            signal.signal(signal.Signals[self.requeue_signal], self._previous_handler)
+            self._previous_handler = None
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._signalled = True  # acted on at the end of the step: a signal may land mid-step
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -122,12 +153,46 @@ class LastCheckpoint(Checkpoint):
         if self.every_n_minutes is not None:
             late = time.monotonic() - self._saved_at >= 60 * self.every_n_minutes
             due = due or trainer.strategy.broadcast(late)  # every process saves, or none
-        if due:
+        signalled = self._was_signalled(trainer)
+        if due or signalled:
             self._save(trainer)
+        if signalled:
+            self._requeue(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self._skip(trainer):
             self._save(trainer)
+            if self._was_signalled(trainer):
+                self._requeue(trainer)
+
+    def _was_signalled(self, trainer: L.Trainer) -> bool:
+        if self._previous_handler is None:
+            return False
+        if trainer.world_size > 1:  # the processes may see the signal at different steps
+            return bool(trainer.strategy.broadcast(self._signalled))
+        return self._signalled
+
+    def _requeue(self, trainer: L.Trainer) -> None:
+        """Put this SLURM job back in the queue and end the process; a failed requeue leaves
+        training running (the saved checkpoint stays for a manual resume)."""
+        job = os.environ["SLURM_JOB_ID"]
+        if os.environ.get("SLURM_ARRAY_JOB_ID"):
+            job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+        self._signalled = False
+        ok = True
+        if trainer.is_global_zero:
+            try:
+                ok = subprocess.run(["scontrol", "requeue", job], check=False,
+                                    timeout=60).returncode == 0
+            except (OSError, subprocess.TimeoutExpired):
+                ok = False
+        if not trainer.strategy.broadcast(ok):
+            log.error("SLURM job %s: scontrol requeue failed; %s is saved, training goes on",
+                      job, self.path)
+            return
+        log.warning("SLURM job %s requeued on %s at step %d; it resumes from %s", job,
+                    self.requeue_signal, trainer.global_step, self.path)
+        raise SystemExit(0)
 
     def _skip(self, trainer: L.Trainer) -> bool:
         return bool(trainer.sanity_checking or trainer.fast_dev_run

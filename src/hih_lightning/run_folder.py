@@ -98,8 +98,9 @@ def with_run_config(cfg: DictConfig, overrides: Sequence[str], task: str) -> Dic
                     "config as composed from the command line", ckpt)
         return _with(cfg, ckpt_path=str(ckpt))
     saved = OmegaConf.load(run_dir / SAVED_CONFIG)
-    changes = [o for o in overrides if _key(o) not in _RUN_SELECTORS]
     run_overrides = _saved_overrides(run_dir)
+    # an override the run was made with changes nothing (a requeued job repeats them all)
+    changes = [o for o in overrides if _key(o) not in _RUN_SELECTORS and o not in run_overrides]
     if task == "eval":
         # eval-only keys (trainer, logger, paths) are not part of the training composition
         changes = [o for o in changes if _key(o).split(".")[0].split("/")[0]

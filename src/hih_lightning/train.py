@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from pathlib import Path
 
@@ -101,6 +102,17 @@ def _finish_wandb(exit_code: int = 0) -> None:
         wandb.finish(exit_code=exit_code)
 
 
+def requeued_checkpoint(cfg: DictConfig, here: Path | None) -> Path | None:
+    """The ``last.ckpt`` in this job's own folder when SLURM runs the job again after a requeue
+    (``SLURM_RESTART_COUNT`` > 0) and the command line names no checkpoint: the job then
+    continues its run without a user action (:class:`~hih_lightning.resume.LastCheckpoint`
+    requeues on SLURM's warning signal)."""
+    if here is None or cfg.get("ckpt_path") or int(os.environ.get("SLURM_RESTART_COUNT") or 0) < 1:
+        return None
+    last = here / "checkpoints" / "last.ckpt"
+    return last if last.is_file() else None
+
+
 # Lightning messages with nothing for a user to act on: promotional tips for cloud products,
 # and a note that our configured RichModelSummary replaces its default summary.
 _LIGHTNING_NOISE = ("\N{ELECTRIC LIGHT BULB} Tip", "Trainer already configured with model summary")
@@ -120,9 +132,14 @@ def main(cfg: DictConfig) -> float | None:
     quiet_lightning()
     overrides = task_overrides()
     with user_errors("hih-train", job_dir()):
+        here = job_dir()
+        requeued = requeued_checkpoint(cfg, here)
+        if requeued is not None:
+            log.info("SLURM requeued this job: resuming it from %s", requeued)
+            cfg.ckpt_path = str(requeued)
         cfg = with_run_config(cfg, overrides, task="train")
-        here, run_dir = job_dir(), Path(cfg.paths.output_dir)
-        if here is not None and here.resolve() != run_dir.resolve():  # resuming that run
+        run_dir = Path(cfg.paths.output_dir)
+        if here is not None and (requeued or here.resolve() != run_dir.resolve()):  # a resume
             move_job_log(here, run_dir)
             if is_complete(cfg):
                 log.info("run %s is complete (its checkpoint holds the whole budget and its "
