@@ -158,3 +158,99 @@ def test_windowed_net_has_the_window_sized_head_and_mismatches_are_named() -> No
         build_model("hih_cpu", num_landmarks=5, head="hih", decimal_window=1)
     with pytest.raises(ValueError, match="window"):
         HIHCodec(window=1, published_compat=True)
+
+
+# -- the mosaic window: the plain local head's k x k maps of the window's pixels, one softmax --
+def _fine(maps: torch.Tensor) -> torch.Tensor:
+    """Per-pixel maps (B, N, k, k, H, W) as one (B, N, H*k, W*k) map, cell (cy, cx) of pixel
+    (y, x) at row y*k + cy, column x*k + cx: the hand-made pixel shuffle."""
+    b, n, k, _, h, w = maps.shape
+    fine = torch.empty(b, n, h * k, w * k)
+    for y in range(h):
+        for x in range(w):
+            fine[:, :, y * k:(y + 1) * k, x * k:(x + 1) * k] = maps[..., y, x]
+    return fine
+
+
+@pytest.mark.parametrize(("k", "r"), [(2, 1), (4, 1), (4, 2)])
+def test_mosaic_roundtrip_within_half_a_cell_at_the_border_too(k: int, r: int) -> None:
+    codec = HIHCodec(heatmap_size=H, decimal_size=k, window=r, mosaic=True)
+    pts = torch.cat((_points(2, 20, seed=1), torch.tensor([[[0.05, 15.97], [15.9, 0.2]]] * 2)),
+                    dim=1)
+    got = codec.decode(codec.ideal_output(pts)).landmarks
+    assert (got - pts).abs().max() <= 1 / (2 * k) + 1e-5
+    t = codec.encode(pts)
+    side = (4 * r + 1) * k                                    # trained on radius 2r
+    assert t["decimal_labels"].shape == (2, 22, side * side)
+    assert torch.allclose(t["decimal_labels"].sum(-1), torch.ones(2, 22))
+    # no label mass on cells of pixels off the map: hand check on the corner landmarks
+    labels = t["decimal_labels"][0, 20].reshape(side, side)     # x 0.05 -> pixel 0, y 15.97 -> 15
+    reach = 2 * r
+    assert labels[:, :reach * k].sum() == 0 and labels[(reach + 1) * k:, :].sum() == 0
+
+
+def test_mosaic_read_is_the_pixel_shuffled_map_around_the_pixel() -> None:
+    k, r = 4, 1
+    codec = HIHCodec(heatmap_size=H, decimal_size=k, window=r, mosaic=True)
+    g = torch.Generator().manual_seed(7)
+    maps = torch.randn(2, 3, k, k, H, H, generator=g)
+    fine = _fine(maps)
+    ix = torch.tensor([[5, 1, 14], [8, 9, 3]])
+    iy = torch.tensor([[7, 12, 2], [1, 14, 10]])
+    got = codec.read_window(maps, ix, iy)
+    assert got.shape == (2, 3, 12, 12)
+    for b in range(2):
+        for n in range(3):
+            x, y = ix[b, n].item(), iy[b, n].item()
+            want = fine[b, n, (y - r) * k:(y + r + 1) * k, (x - r) * k:(x + r + 1) * k]
+            assert torch.equal(got[b, n], want)
+
+
+def test_mosaic_repairs_a_wrong_argmax_and_never_decodes_off_the_map() -> None:
+    """A perfect pixel-shuffled decimal map (peak at the landmark's cell of the fine map) read
+    one pixel off the argmax names the landmark; at the corner, the clipped reads repeat the
+    edge pixel but their cells are masked, so the decode stays on the map."""
+    k, r = 4, 1
+    codec = HIHCodec(heatmap_size=H, decimal_size=k, window=r, mosaic=True)
+    pts = _points(2, 6, seed=3, lo=2.0, hi=H - 2.0)
+    cells = torch.floor(pts * k).long()                                # fine-map cell (x, y)
+    maps = torch.zeros(2, 6, k, k, H, H)
+    for b in range(2):
+        for n in range(6):
+            cx, cy = cells[b, n].tolist()
+            maps[b, n, cy % k, cx % k, cy // k, cx // k] = 5.0
+    for step in ((1, 0), (-1, 1), (0, -1)):
+        wrong = torch.floor(pts).long() + torch.tensor(step)
+        got = codec.decode(NetOutput(heatmaps=_heatmap_peaks(wrong), decimals=maps)).landmarks
+        assert (got - pts).abs().max() <= 1 / (2 * k) + 1e-5
+    plain = HIHCodec(heatmap_size=H, decimal_size=k)                  # r = 0 cannot
+    wrong = torch.floor(pts).long() + torch.tensor([1, 0])
+    got = plain.decode(NetOutput(heatmaps=_heatmap_peaks(wrong), decimals=maps)).landmarks
+    assert torch.equal(torch.floor(got).long(), wrong)
+    corner = torch.zeros(1, 1, 2, dtype=torch.long)                  # argmax at pixel (0, 0)
+    high = torch.full((1, 1, k, k, H, H), -1.0)
+    high[..., 0, 0] = 0.0                                             # edge cells, repeated
+    high[0, 0, k - 1, k - 1, 1, 1] = -0.5                             # best on-map elsewhere
+    got = codec.decode(NetOutput(heatmaps=_heatmap_peaks(corner), decimals=high)).landmarks
+    assert (got >= 0).all()
+    assert torch.allclose(got, torch.tensor([[[0.5 / k, 0.5 / k]]]))
+
+
+def test_mosaic_loss_is_csc_on_the_fine_map_around_the_true_pixel() -> None:
+    k, r = 2, 1
+    codec = HIHCodec(heatmap_size=H, decimal_size=k, window=r, mosaic=True,
+                     soft_label="gaussian")
+    pts = torch.tensor([[[6.2, 5.7], [9.4, 9.9]], [[8.9, 7.1], [3.3, 12.6]]])   # inside
+    t = codec.encode(pts)
+    g = torch.Generator().manual_seed(5)
+    maps = torch.randn(2, 2, k, k, H, H, generator=g, requires_grad=True)
+    out = NetOutput(heatmaps=torch.zeros(2, 1, 2, H, H), decimals=maps)
+    loss = LandmarkLoss()(out, t)
+    fine, reach = _fine(maps), 2 * r
+    crops = torch.stack([torch.stack([
+        fine[b, n, (y - reach) * k:(y + reach + 1) * k, (x - reach) * k:(x + reach + 1) * k]
+        for n, (x, y) in enumerate(t["integer"][b].tolist())]) for b in range(2)])
+    assert torch.allclose(loss["csc"], csc_loss(crops, t["decimal_labels"]))
+    loss["loss"].backward()
+    touched = (maps.grad.abs().sum(dim=(2, 3)) > 0)                     # (B, N, H, W)
+    assert touched.sum(dim=(2, 3)).tolist() == [[25, 25], [25, 25]]     # the 5 x 5 pixels

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from hih_lightning.codecs.heatmap import SoftArgmaxCodec
-from hih_lightning.codecs.hih import read_decimal_maps
+from hih_lightning.codecs.hih import read_decimal_maps, stitch_mosaic
 from hih_lightning.codecs.offset import read_offset_maps
 from hih_lightning.models.output import NetOutput
 
@@ -119,7 +119,8 @@ class LandmarkLoss:
     - "simcc": when output.simcc is present and simcc_weight > 0; needs "simcc_labels".
     - "integral": when integral_weight > 0; needs "coords".
     Local decimal maps (``LocalDecimals``) are read at targets["decimal_pixels"] when the
-    codec has a window, else at targets["integer"], the true pixel.
+    codec has a window, else at targets["integer"], the true pixel; with
+    targets["decimal_valid"] (a mosaic window) the reads are stitched into one map.
     A term whose output is present but whose target is missing, or whose target is present
     (and the term enabled) but whose output is missing, raises ValueError: that is a
     codec/head mismatch in the config, never something to skip silently.
@@ -171,9 +172,13 @@ class LandmarkLoss:
                     pixels = targets.get("decimal_pixels")
                     if pixels is None:
                         pixels = self._need(targets, "integer", "local decimal maps")[..., None, :]
-                    logits = read_decimal_maps(logits, pixels[..., 0], pixels[..., 1]).flatten(1, 2)
-                    if w is not None:
-                        dw = w.repeat_interleave(pixels.shape[2], dim=1)
+                    logits = read_decimal_maps(logits, pixels[..., 0], pixels[..., 1])
+                    if "decimal_valid" in targets:  # one mosaic of the reads per landmark
+                        logits = stitch_mosaic(logits, targets["decimal_valid"])
+                    else:
+                        logits = logits.flatten(1, 2)
+                        if w is not None:
+                            dw = w.repeat_interleave(pixels.shape[2], dim=1)
                 if self.decimal == "csc":
                     labels = self._need(targets, "decimal_labels", "csc")
                     labels = labels.reshape(*logits.shape[:2], -1)

@@ -23,6 +23,14 @@ at a wrong integer argmax up to r pixels off can still name the landmark's cell.
 landmark = i - r + (c + 0.5) / k with c in 0..K-1. Trained at every pixel of the window
 around the true one (M = (2r+1)^2 reads, each with the target as seen from that pixel,
 pixels clipped to the map); r = 0 is HIH-local as first built (one read, at the true pixel).
+
+``mosaic=True`` with ``window=r`` builds that K x K map differently: from the plain local
+head's k x k maps of the (2r+1)^2 pixels around the read pixel, laid side by side (a local
+pixel shuffle), one softmax over the whole mosaic. Each pixel still only answers for its own
+k x k cells, so the head keeps its size and its sharp per-pixel decimals, while the joint
+softmax makes pixels comparable: a neighbour's cell can outscore the argmax pixel's. Trained
+on the mosaic of radius 2r around the true pixel (every pixel a decode window at an argmax up
+to r off can show), pixels off the map masked out.
 """
 
 from __future__ import annotations
@@ -65,6 +73,17 @@ def published_window(centre: torch.Tensor, sigma: float
     return peak, lo.long(), hi.long()
 
 
+def stitch_mosaic(reads: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Lay the k x k logits of a square of pixels side by side: reads (B, N, M, k, k) of the
+    M = (2R+1)^2 pixels in row-major order from (-R, -R), valid (B, N, M) bool -> (B, N, G, G),
+    G = (2R+1)k; cells of pixels off the map get a logit no softmax picks."""
+    b, n, m, k, _ = reads.shape
+    side = math.isqrt(m)
+    reads = reads.masked_fill(~valid[..., None, None], -1e4)
+    grid = reads.reshape(b, n, side, side, k, k).permute(0, 1, 2, 4, 3, 5)
+    return grid.reshape(b, n, side * k, side * k)
+
+
 def read_decimal_maps(decimals: torch.Tensor | LocalDecimals, ix: torch.Tensor,
                       iy: torch.Tensor) -> torch.Tensor:
     """Each landmark's K x K decimal logits: the published head's (B, N, K, K) as they are;
@@ -101,7 +120,8 @@ class HIHCodec(Codec):
 
     def __init__(self, heatmap_size: int = 64, decimal_size: int = 8, sigma: float = 1.5,
                  decimal_sigma: float = 1.0, soft_label: SoftLabel = "softmax",
-                 published_compat: bool = False, window: int = 0) -> None:
+                 published_compat: bool = False, window: int = 0,
+                 mosaic: bool = False) -> None:
         if soft_label not in _SOFT_LABELS:
             raise ValueError(f"soft_label must be one of {_SOFT_LABELS}, got {soft_label!r}")
         if decimal_size < 1 or heatmap_size < 1:
@@ -115,12 +135,13 @@ class HIHCodec(Codec):
         self.soft_label = soft_label
         self.published_compat = bool(published_compat)
         self.window = int(window)
+        self.mosaic = bool(mosaic)
 
     def __repr__(self) -> str:
         return (f"HIHCodec(heatmap_size={self.heatmap_size}, decimal_size={self.decimal_size}, "
                 f"sigma={self.sigma}, decimal_sigma={self.decimal_sigma}, "
                 f"soft_label={self.soft_label!r}, published_compat={self.published_compat}, "
-                f"window={self.window})")
+                f"window={self.window}, mosaic={self.mosaic})")
 
     @property
     def window_cells(self) -> int:
@@ -149,31 +170,50 @@ class HIHCodec(Codec):
             heatmaps = render_gaussians(integer, size, size, self.sigma)
             decimals = render_gaussians(cell, k, k, self.decimal_sigma)
         targets = {"heatmaps": heatmaps, "integer": integer}
-        if self.window:
-            pixels = self.window_pixels(integer)
+        if self.window and self.mosaic:
+            reach = 2 * self.window
+            pixels, valid = self.window_pixels(integer, reach)
+            side = (2 * reach + 1) * k
+            decimals = render_gaussians(reach * k + cell, side, side, self.decimal_sigma)
+            off_map = stitch_mosaic(decimals.new_zeros(*valid.shape, k, k), valid) < 0
+            targets["decimal_pixels"], targets["decimal_valid"] = pixels, valid
+        elif self.window:
+            pixels, _ = self.window_pixels(integer, self.window)
             seen_from = (integer.unsqueeze(-2) - pixels + self.window) * k + cell.unsqueeze(-2)
             big = self.window_cells
             decimals = render_gaussians(seen_from, big, big, self.decimal_sigma)
             targets["decimal_pixels"] = pixels
         flat = decimals.flatten(-2)
+        if "decimal_valid" in targets:  # no label mass on mosaic cells off the map
+            flat = flat.masked_fill(off_map.flatten(-2), -math.inf if self.soft_label == "softmax"
+                                    else 0.0)
+            decimals = flat.clamp_min(0).reshape(decimals.shape)
         if self.soft_label == "softmax":
             labels = torch.softmax(flat, dim=-1)
         else:
             labels = flat / flat.sum(dim=-1, keepdim=True).clamp_min(1e-12)
         return {**targets, "decimals": decimals, "decimal_labels": labels}
 
-    def window_pixels(self, integer: torch.Tensor) -> torch.Tensor:
-        """The M = (2r+1)^2 pixels around each integer pixel (B, N, 2), clipped to the map:
-        (B, N, M, 2), row-major from (-r, -r); the true pixel is entry M // 2."""
-        offs = torch.arange(-self.window, self.window + 1, device=integer.device)
+    def window_pixels(self, integer: torch.Tensor, radius: int
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The M = (2r+1)^2 pixels around each integer pixel (B, N, 2), r = ``radius``, clipped
+        to the map: (B, N, M, 2), row-major from (-r, -r), the centre is entry M // 2; and
+        (B, N, M) bool, whether the pixel was on the map before clipping."""
+        offs = torch.arange(-radius, radius + 1, device=integer.device)
         dy, dx = torch.meshgrid(offs, offs, indexing="ij")
         steps = torch.stack((dx.flatten(), dy.flatten()), dim=-1)         # (M, 2) as (x, y)
-        return (integer.unsqueeze(-2) + steps).clamp_(0, self.heatmap_size - 1)
+        pixels = integer.unsqueeze(-2) + steps
+        valid = ((pixels >= 0) & (pixels < self.heatmap_size)).all(-1)
+        return pixels.clamp_(0, self.heatmap_size - 1), valid
 
     def ideal_output(self, landmarks: torch.Tensor) -> NetOutput:
         """Perfect output; with a window, the decimal map as read at the true pixel."""
         out = super().ideal_output(landmarks)
-        if self.window and out.decimals is not None:
+        if self.window and self.mosaic and out.decimals is not None:
+            # the mosaic of radius 2r cut to the decode window of radius r around the truth
+            cut = self.window * self.decimal_size
+            out.decimals = out.decimals[..., cut:-cut, cut:-cut]
+        elif self.window and out.decimals is not None:
             out.decimals = out.decimals[:, :, out.decimals.shape[2] // 2]
         return out
 
@@ -196,7 +236,7 @@ class HIHCodec(Codec):
     def _decimal_argmax(self, output: NetOutput, ix: torch.Tensor, iy: torch.Tensor
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The decimal map read at (ix, iy): its argmax cell (x, y) as long and its logit."""
-        decimals = read_decimal_maps(output.decimals, ix, iy)
+        decimals = self.read_window(output.decimals, ix, iy)
         big = decimals.shape[-1]
         if big != self.window_cells:
             raise ValueError(f"decimal logits are {big} x {big}, but decimal_size="
@@ -205,6 +245,16 @@ class HIHCodec(Codec):
                              "/ decimal_window and the codec disagree")
         dval, didx = decimals.flatten(-2).max(dim=-1)
         return didx % big, didx // big, dval
+
+    def read_window(self, decimals: torch.Tensor | LocalDecimals, ix: torch.Tensor,
+                    iy: torch.Tensor) -> torch.Tensor:
+        """The K x K decimal logits the decode reads at integer pixels ix, iy (B, N): the head's
+        map there, or with ``mosaic`` the k x k maps of the window's pixels side by side."""
+        if not (self.mosaic and self.window) or (torch.is_tensor(decimals)
+                                                 and decimals.dim() == 4):
+            return read_decimal_maps(decimals, ix, iy)
+        pixels, valid = self.window_pixels(torch.stack((ix, iy), dim=-1), self.window)
+        return stitch_mosaic(read_decimal_maps(decimals, pixels[..., 0], pixels[..., 1]), valid)
 
     def diagnostics(self, output: NetOutput, landmarks: torch.Tensor) -> dict[str, torch.Tensor]:
         """Is the decimal head earning its keep? Compared with the truth ``landmarks``.
