@@ -71,7 +71,7 @@ VALUE_RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
     "data.num_workers": (">= 0", lambda v: v >= 0),
     "trainer.max_epochs": (">= 1, or -1 for no limit", lambda v: v >= 1 or v == -1),
     "model.optimizer.lr": ("> 0", lambda v: v > 0),
-    "model.net.decimal_window": (">= 0", lambda v: v >= 0),
+    "model.codec.window": (">= 0", lambda v: v >= 0),
     "batch_size": (">= 1", lambda v: v >= 1),  # hih-predict
 }
 

@@ -118,9 +118,8 @@ class LandmarkLoss:
       (and "integer" for offset maps).
     - "simcc": when output.simcc is present and simcc_weight > 0; needs "simcc_labels".
     - "integral": when integral_weight > 0; needs "coords".
-    Local decimal maps (``LocalDecimals``) are read at targets["decimal_pixels"] when the
-    codec has a window, else at targets["integer"], the true pixel; with
-    targets["decimal_valid"] (a mosaic window) the reads are stitched into one map.
+    Local decimal maps (``LocalDecimals``) are read at targets["integer"], the true pixel, or,
+    when the codec has a window, at targets["decimal_pixels"], stitched into one mosaic.
     A term whose output is present but whose target is missing, or whose target is present
     (and the term enabled) but whose output is missing, raises ValueError: that is a
     codec/head mismatch in the config, never something to skip silently.
@@ -165,24 +164,29 @@ class LandmarkLoss:
 
         if self.decimal != "none":
             if output.decimals is not None:
-                logits, dw = output.decimals, w
+                logits, dw, mosaic_scale = output.decimals, w, 1
                 if not (torch.is_tensor(logits) and logits.dim() == 4):
-                    # local maps: read at the codec's pixels (B, N, M, 2), by default the
-                    # true one; the M reads of a landmark count as M landmarks
+                    # local maps: read at the true pixel, or at the M pixels of the codec's
+                    # window (B, N, M, 2) laid side by side as one mosaic per landmark
                     pixels = targets.get("decimal_pixels")
                     if pixels is None:
-                        pixels = self._need(targets, "integer", "local decimal maps")[..., None, :]
-                    logits = read_decimal_maps(logits, pixels[..., 0], pixels[..., 1])
-                    if "decimal_valid" in targets:  # one mosaic of the reads per landmark
-                        logits = stitch_mosaic(logits, targets["decimal_valid"])
+                        pixels = self._need(targets, "integer", "local decimal maps")
+                        logits = read_decimal_maps(logits, pixels[..., 0], pixels[..., 1])
                     else:
-                        logits = logits.flatten(1, 2)
-                        if w is not None:
-                            dw = w.repeat_interleave(pixels.shape[2], dim=1)
+                        reads = read_decimal_maps(logits, pixels[..., 0], pixels[..., 1])
+                        logits = stitch_mosaic(reads, self._need(targets, "decimal_valid",
+                                                                 "mosaic"))
+                        # csc_loss averages over the mosaic's M*k*k cells: times M keeps the
+                        # scale of one pixel's k*k, so decimal_weight means what it means at r=0
+                        mosaic_scale = pixels.shape[2]
                 if self.decimal == "csc":
                     labels = self._need(targets, "decimal_labels", "csc")
                     labels = labels.reshape(*logits.shape[:2], -1)
-                    terms["csc"] = (self.decimal_weight, csc_loss(logits, labels, dw))
+                    terms["csc"] = (self.decimal_weight,
+                                    mosaic_scale * csc_loss(logits, labels, dw))
+                elif mosaic_scale > 1:
+                    raise ValueError("decimal='mse' reads one pixel's k x k map; a codec window "
+                                     "(a mosaic with masked cells) needs decimal='csc'")
                 else:
                     dec = self._need(targets, "decimals", "decimal_mse")
                     dec = dec.reshape(logits.shape)

@@ -17,20 +17,15 @@ cut to the published generator's 3-sigma window (see ``published_window``); we a
 decimal map used the same generator (with sigma 1 the window is symmetric and the corner
 exact, so only the cut applies). Half-way cases of round() round up (floor(f*k + 0.5)).
 
-``window=r`` (local heads only, issue 28): the decimal heatmap read at a pixel spans the
-(2r+1) x (2r+1) integer pixels around it, K = (2r+1)k cells per axis, so a decimal head read
-at a wrong integer argmax up to r pixels off can still name the landmark's cell. Decode:
-landmark = i - r + (c + 0.5) / k with c in 0..K-1. Trained at every pixel of the window
-around the true one (M = (2r+1)^2 reads, each with the target as seen from that pixel,
-pixels clipped to the map); r = 0 is HIH-local as first built (one read, at the true pixel).
-
-``mosaic=True`` with ``window=r`` builds that K x K map differently: from the plain local
-head's k x k maps of the (2r+1)^2 pixels around the read pixel, laid side by side (a local
-pixel shuffle), one softmax over the whole mosaic. Each pixel still only answers for its own
-k x k cells, so the head keeps its size and its sharp per-pixel decimals, while the joint
-softmax makes pixels comparable: a neighbour's cell can outscore the argmax pixel's. Trained
-on the mosaic of radius 2r around the true pixel (every pixel a decode window at an argmax up
-to r off can show), pixels off the map masked out.
+``window=r`` (the local head only, issue 28): the decimal heatmap the decode reads is the
+mosaic of the local head's k x k maps of the (2r+1) x (2r+1) pixels around the integer
+argmax, laid side by side (a local pixel shuffle, K = (2r+1)k cells per axis) under one
+softmax. Each pixel still answers only for its own cells, so the head keeps its size and its
+sharp per-pixel decimals, while the joint softmax makes pixels comparable: a neighbour's cell
+can outscore the argmax pixel's, which repairs an integer argmax up to r pixels off. Decode:
+landmark = i - r + (c + 0.5) / k, c in 0..K-1. Trained on the mosaic of radius 2r around the
+true pixel (every pixel that a decode window at an argmax up to r off can show), cells of
+pixels off the map masked out. r = 0 is HIH-local as first built (one read, the true pixel).
 """
 
 from __future__ import annotations
@@ -114,14 +109,14 @@ class HIHCodec(Codec):
     decode and diagnostics read them at the integer argmax, the loss at the target pixel.
     Score of a decoded landmark: the raw maximum of its last-stack integer heatmap (the
     network has no output activation; ~1 for a confident landmark, like the target peak).
-    With ``window`` r > 0 the decimal targets are per read pixel: decimals (B, N, M, K, K),
-    decimal_labels (B, N, M, K*K) and decimal_pixels (B, N, M, 2) long, the pixels to read.
+    With ``window`` r > 0 the decimal targets are the training mosaic's, R = 2r, G = (2R+1)k:
+    decimals (B, N, G, G), decimal_labels (B, N, G*G), decimal_pixels (B, N, M, 2) long, the
+    M = (2R+1)^2 pixels to read (clipped to the map), decimal_valid (B, N, M) bool, on the map.
     """
 
     def __init__(self, heatmap_size: int = 64, decimal_size: int = 8, sigma: float = 1.5,
                  decimal_sigma: float = 1.0, soft_label: SoftLabel = "softmax",
-                 published_compat: bool = False, window: int = 0,
-                 mosaic: bool = False) -> None:
+                 published_compat: bool = False, window: int = 0) -> None:
         if soft_label not in _SOFT_LABELS:
             raise ValueError(f"soft_label must be one of {_SOFT_LABELS}, got {soft_label!r}")
         if decimal_size < 1 or heatmap_size < 1:
@@ -135,17 +130,16 @@ class HIHCodec(Codec):
         self.soft_label = soft_label
         self.published_compat = bool(published_compat)
         self.window = int(window)
-        self.mosaic = bool(mosaic)
 
     def __repr__(self) -> str:
         return (f"HIHCodec(heatmap_size={self.heatmap_size}, decimal_size={self.decimal_size}, "
                 f"sigma={self.sigma}, decimal_sigma={self.decimal_sigma}, "
                 f"soft_label={self.soft_label!r}, published_compat={self.published_compat}, "
-                f"window={self.window}, mosaic={self.mosaic})")
+                f"window={self.window})")
 
     @property
     def window_cells(self) -> int:
-        """K, the decimal heatmap's cells per axis: (2 * window + 1) * k."""
+        """K, the decoded mosaic's cells per axis: (2 * window + 1) * k."""
         return (2 * self.window + 1) * self.decimal_size
 
     # -- encode ---------------------------------------------------------------------------
@@ -170,19 +164,13 @@ class HIHCodec(Codec):
             heatmaps = render_gaussians(integer, size, size, self.sigma)
             decimals = render_gaussians(cell, k, k, self.decimal_sigma)
         targets = {"heatmaps": heatmaps, "integer": integer}
-        if self.window and self.mosaic:
+        if self.window:
             reach = 2 * self.window
             pixels, valid = self.window_pixels(integer, reach)
             side = (2 * reach + 1) * k
             decimals = render_gaussians(reach * k + cell, side, side, self.decimal_sigma)
             off_map = stitch_mosaic(decimals.new_zeros(*valid.shape, k, k), valid) < 0
             targets["decimal_pixels"], targets["decimal_valid"] = pixels, valid
-        elif self.window:
-            pixels, _ = self.window_pixels(integer, self.window)
-            seen_from = (integer.unsqueeze(-2) - pixels + self.window) * k + cell.unsqueeze(-2)
-            big = self.window_cells
-            decimals = render_gaussians(seen_from, big, big, self.decimal_sigma)
-            targets["decimal_pixels"] = pixels
         flat = decimals.flatten(-2)
         if "decimal_valid" in targets:  # no label mass on mosaic cells off the map
             flat = flat.masked_fill(off_map.flatten(-2), -math.inf if self.soft_label == "softmax"
@@ -209,12 +197,10 @@ class HIHCodec(Codec):
     def ideal_output(self, landmarks: torch.Tensor) -> NetOutput:
         """Perfect output; with a window, the decimal map as read at the true pixel."""
         out = super().ideal_output(landmarks)
-        if self.window and self.mosaic and out.decimals is not None:
+        if self.window and out.decimals is not None:
             # the mosaic of radius 2r cut to the decode window of radius r around the truth
             cut = self.window * self.decimal_size
             out.decimals = out.decimals[..., cut:-cut, cut:-cut]
-        elif self.window and out.decimals is not None:
-            out.decimals = out.decimals[:, :, out.decimals.shape[2] // 2]
         return out
 
     # -- decode ---------------------------------------------------------------------------
@@ -242,16 +228,16 @@ class HIHCodec(Codec):
             raise ValueError(f"decimal logits are {big} x {big}, but decimal_size="
                              f"{self.decimal_size} and window={self.window} need "
                              f"{self.window_cells} x {self.window_cells}: model.net.decimal_size "
-                             "/ decimal_window and the codec disagree")
+                             "and the codec's disagree")
         dval, didx = decimals.flatten(-2).max(dim=-1)
         return didx % big, didx // big, dval
 
     def read_window(self, decimals: torch.Tensor | LocalDecimals, ix: torch.Tensor,
                     iy: torch.Tensor) -> torch.Tensor:
         """The K x K decimal logits the decode reads at integer pixels ix, iy (B, N): the head's
-        map there, or with ``mosaic`` the k x k maps of the window's pixels side by side."""
-        if not (self.mosaic and self.window) or (torch.is_tensor(decimals)
-                                                 and decimals.dim() == 4):
+        map there, or with a window the k x k maps of the window's pixels side by side (a
+        (B, N, K, K) tensor, the published head's or an ideal output, is taken as it is)."""
+        if not self.window or (torch.is_tensor(decimals) and decimals.dim() == 4):
             return read_decimal_maps(decimals, ix, iy)
         pixels, valid = self.window_pixels(torch.stack((ix, iy), dim=-1), self.window)
         return stitch_mosaic(read_decimal_maps(decimals, pixels[..., 0], pixels[..., 1]), valid)

@@ -25,8 +25,7 @@ class HIHNet(nn.Module):
     """Stem -> ``num_stacks`` hourglass stacks -> sub-pixel head on the last merged feature.
 
     ``head``: "hih" (decimal heatmap, the method), "hih_local" (a k x k decimal map at every
-    pixel, ``local_channels`` wide; with ``decimal_window`` r, a (2r+1)k x (2r+1)k map spanning
-    the (2r+1) x (2r+1) pixels around it), "fc" (FC offset regression), "offset_map"
+    pixel, ``local_channels`` wide), "fc" (FC offset regression), "offset_map"
     (CenterNet-style offset maps), "simcc" (1-D x/y classification into
     input_size * split_ratio bins) or "none" (integer heatmaps only).
     """
@@ -34,13 +33,10 @@ class HIHNet(nn.Module):
     def __init__(self, num_stacks: int = 4, num_landmarks: int = 98, decimal_size: int = 8,
                  channels: int = 256, depth: int = 4, decimal_channels: int = 384,
                  input_size: int = 256, head: Head = "hih", local_channels: int = 128,
-                 split_ratio: float = 2.0, decimal_window: int = 0) -> None:
+                 split_ratio: float = 2.0) -> None:
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"unknown head {head!r}; choose one of {HEADS}")
-        if decimal_window < 0 or (decimal_window and head != "hih_local"):
-            raise ValueError(f"decimal_window={decimal_window}: a window needs head=hih_local "
-                             f"and must be >= 0 (head is {head!r})")
         self.heatmap_size = input_size // 4
         self.num_landmarks, self.decimal_size, self.head_type = num_landmarks, decimal_size, head
         self.depth = depth
@@ -52,8 +48,7 @@ class HIHNet(nn.Module):
             self.head = DecimalHead(channels, num_landmarks, self.heatmap_size, decimal_size,
                                     decimal_channels)
         elif head == "hih_local":
-            self.head = LocalDecimalHead(channels, num_landmarks,
-                                         (2 * decimal_window + 1) * decimal_size, local_channels)
+            self.head = LocalDecimalHead(channels, num_landmarks, decimal_size, local_channels)
         elif head == "simcc":
             self.head = SimCCHead(channels, num_landmarks, self.heatmap_size,
                                   round(input_size * split_ratio))
