@@ -53,6 +53,17 @@ SWEEP_DESIGN: dict[str, dict[str, list[str]]] = {
     "soft_label": {"model.codec.soft_label": ["softmax", "gaussian"],
                    "model.codec.decimal_sigma": ["0.5", "1.0", "2.0"]},
     "stacks": {"model.net.num_stacks": ["1", "2", "4"]},
+    # issue 28: HIH-local's window and weight, and each peer's main knob (64 px budget)
+    "hih_window": {"model/codec": ["hih_local"], "model.codec.window": ["0", "1", "2"],
+                   "model.codec.soft_label": ["softmax", "gaussian"]},
+    "hih_local_weight": {"model/codec": ["hih_local"],
+                         "model.loss.decimal_weight": ["0.01", "0.05", "0.12"]},
+    "offset_weight": {"model/codec": ["offset_map"],
+                      "model.loss.offset_weight": ["0.005", "0.02", "0.06"]},
+    "integral_weight": {"model/codec": ["soft_argmax"],
+                        "model.loss.integral_weight": ["0.3", "1.0", "3.0"]},
+    "simcc": {"model/codec": ["simcc"], "model.loss.simcc_weight": ["0.1", "0.3", "1.0"],
+              "model.codec.label_sigma": ["0.5", "0.71"]},
 }
 
 
