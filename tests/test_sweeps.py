@@ -57,7 +57,7 @@ SWEEP_DESIGN: dict[str, dict[str, list[str]]] = {
     "hih_window": {"model/codec": ["hih_local"], "model.codec.window": ["0", "1", "2"],
                    "model.codec.soft_label": ["softmax", "gaussian"]},
     "hih_local_weight": {"model/codec": ["hih_local"],
-                         "model.loss.decimal_weight": ["0.01", "0.05", "0.12"]},
+                         "model.loss.decimal_weight": ["0.01", "0.05", "0.12", "0.3", "1.0"]},
     "offset_weight": {"model/codec": ["offset_map"],
                       "model.loss.offset_weight": ["0.005", "0.02", "0.06"]},
     "integral_weight": {"model/codec": ["soft_argmax"],
