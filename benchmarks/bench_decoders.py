@@ -31,9 +31,9 @@ from hih_lightning.models.output import LocalDecimals  # noqa: E402
 # decoder -> overrides (the settings of experiments/subpixel/README.md's decoder table)
 DECODERS: dict[str, list[str]] = {
     "argmax": ["model/codec=argmax"],
-    "soft-argmax": ["model/codec=soft_argmax"],
-    "offset maps": ["model/codec=offset_map"],
-    "SimCC": ["model/codec=simcc"],
+    "soft-argmax": ["model/codec=soft_argmax", "model.loss.integral_weight=0.3"],
+    "offset maps": ["model/codec=offset_map", "model.loss.offset_weight=0.06"],
+    "SimCC": ["model/codec=simcc", "model.loss.simcc_weight=0.3"],
     "HIH, published head": ["model/codec=hih"],
     "HIH-local as first built (r = 0, softmax labels)": [
         "model/codec=hih_local", "model.codec.window=0", "model.codec.soft_label=softmax"],

@@ -59,9 +59,9 @@ SWEEP_DESIGN: dict[str, dict[str, list[str]]] = {
     "hih_local_weight": {"model/codec": ["hih_local"],
                          "model.loss.decimal_weight": ["0.01", "0.05", "0.12", "0.3", "1.0"]},
     "offset_weight": {"model/codec": ["offset_map"],
-                      "model.loss.offset_weight": ["0.005", "0.02", "0.06"]},
+                      "model.loss.offset_weight": ["0.005", "0.02", "0.06", "0.2"]},
     "integral_weight": {"model/codec": ["soft_argmax"],
-                        "model.loss.integral_weight": ["0.3", "1.0", "3.0"]},
+                        "model.loss.integral_weight": ["0.1", "0.3", "1.0", "3.0"]},
     "simcc": {"model/codec": ["simcc"], "model.loss.simcc_weight": ["0.1", "0.3", "1.0"],
               "model.codec.label_sigma": ["0.5", "0.71"]},
 }
