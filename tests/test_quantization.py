@@ -234,13 +234,14 @@ def test_wrong_data_path_names_the_file(tmp_path: Path) -> None:
 
 
 def test_cli_error_is_one_line(tmp_path: Path) -> None:
-    """The installed entry point exits non-zero with the missing file, no traceback."""
+    """The installed entry point exits 2 with the missing file, no traceback, no run folder."""
     missing = tmp_path / "mine.csv"
     proc = subprocess.run(
         [sys.executable, "-c", "from hih_lightning.analysis.quantization import main; main()",
          f"+datasets.mine={{benchmark:300w,format:center_scale_csv,path:{missing}}}",
          "dataset_names=[mine]", f"hydra.run.dir={tmp_path / 'run'}"],
         capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0
-    assert f"hih-quant: datasets.mine.path: expected file {missing}" in proc.stderr
+    assert proc.returncode == 2
+    assert f"hih-quant: error: datasets.mine.path: expected file {missing}" in proc.stderr
     assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()

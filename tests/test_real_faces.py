@@ -463,7 +463,7 @@ def test_main_names_a_missing_root_in_one_line(tmp_path, capsys):
     assert real_faces.main(["--root", str(root), "--out", str(out)]) == 2
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    assert len(lines) == 1 and lines[0].startswith("hih-realfaces: error: "), captured.err
     assert str(root) in lines[0]
     assert captured.out == "" and not out.exists()
 

@@ -73,6 +73,10 @@ VALUE_RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
     "model.optimizer.lr": ("> 0", lambda v: v > 0),
     "model.codec.window": (">= 0", lambda v: v >= 0),
     "batch_size": (">= 1", lambda v: v >= 1),  # hih-predict
+    # hih-export: torch's exporter takes any opset and silently exports at 18 instead
+    "opset": (">= 1", lambda v: v >= 1),
+    "check_images": (">= 1", lambda v: v >= 1),
+    "tolerance": (">= 0", lambda v: v >= 0),
 }
 
 
@@ -86,6 +90,18 @@ def check_ranges(cfg: DictConfig) -> None:
             continue
         if isinstance(value, (int, float)) and not isinstance(value, bool) and not ok(value):
             raise ConfigError(f"config key '{key}': {value!r} is out of range (valid: {valid})")
+
+
+def check_required(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` naming the first key left ``???``, a value only the user can
+    give (hih-predict's ``input``): said before a run folder is made, not as OmegaConf's
+    traceback when the job first reads it."""
+    from omegaconf.errors import MissingMandatoryValue
+
+    try:
+        OmegaConf.to_container(cfg, resolve=False, throw_on_missing=True)
+    except MissingMandatoryValue as err:
+        raise ConfigError(f"{err.full_key}: a value is required ({err.full_key}=...)") from None
 
 
 def validate_config(cfg: DictConfig) -> None:

@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader, Dataset
 from hih_lightning.data.datamodules import FaceDataset
 from hih_lightning.data.records import FaceRecord
 from hih_lightning.data.transforms import apply_to_landmarks, crop_box, crop_matrix, warp_image
-from hih_lightning.errors import DataPathError
+from hih_lightning.errors import ConfigError, DataPathError
 
 CACHE_VERSION = 1
 _HINT = "run `hih-prepare <same overrides> data.cache_dir=<dir>` first, or unset data.cache_dir"
@@ -250,19 +250,22 @@ Example:
 
 def _prepare(overrides: list[str]) -> None:
     from hydra import compose, initialize_config_dir
-    from hydra.utils import instantiate
 
-    from hih_lightning.config import CONFIG_DIR, check_ranges
+    from hih_lightning.config import CONFIG_DIR, check_ranges, check_required, instantiate_node
 
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
+    check_required(cfg)
     check_ranges(cfg)
     cache_dir = cfg.data.get("cache_dir")
     if not cache_dir:
-        raise SystemExit("hih-prepare: set data.cache_dir=<folder to write the cache to>")
-    datamodule = instantiate(cfg.data, cache_dir=None)
+        raise ConfigError("data.cache_dir: a value is required (data.cache_dir=<folder to "
+                          "write the cache to>)")
+    # instantiate_node: a missing benchmark file is its own one line, not Hydra's wrapper
+    datamodule = instantiate_node(cfg, "data", cache_dir=None)
     if not hasattr(datamodule, "layout"):
-        raise SystemExit(f"hih-prepare: data={cfg.data._target_} has nothing to cache")
+        raise ConfigError(f"data: {cfg.data._target_} has nothing to cache (it reads no "
+                          "image files)")
     write_cache(datamodule, cache_dir, num_workers=int(cfg.data.get("num_workers", 0)))
 
 

@@ -29,7 +29,13 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from hih_lightning.atomic import atomic_file
 from hih_lightning.checkpoints import load_checkpoint
-from hih_lightning.config import CONFIG_DIR, check_ranges, instantiate_node, resolve_ckpt_path
+from hih_lightning.config import (
+    CONFIG_DIR,
+    check_ranges,
+    check_required,
+    instantiate_node,
+    resolve_ckpt_path,
+)
 from hih_lightning.errors import USER_ERRORS, ConfigError
 
 log = logging.getLogger(__name__)
@@ -356,13 +362,15 @@ def one_line(err: BaseException) -> str:
     return " ".join(lines) if lines else type(err).__name__
 
 
-def check_command_line(prog: str, config_name: str, argv: Sequence[str]) -> None:
+def check_command_line(prog: str, config_name: str, argv: Sequence[str],
+                       check: Callable[[DictConfig], Any] | None = None) -> None:
     """Compose ``config_name`` with the overrides of ``argv`` as Hydra is about to, and check
-    the values' ranges: a mistake is one line and exit status 2 (:func:`user_errors`) before
-    Hydra makes a run folder or prints its own several lines. With ``--multirun`` each value
-    of a sweep is composed once, so the sweep's last job cannot fail on a typo after the
-    first ran. A command line this does not cover (``--cfg``, ``--help``, another config
-    folder, an ``interval()`` sweep) is left to Hydra."""
+    that no required value is missing, the values' ranges and the tool's own ``check``: a
+    mistake is one line and exit status 2 (:func:`user_errors`) before Hydra makes a run
+    folder or prints its own several lines. With ``--multirun`` each value of a sweep is
+    composed once, so the sweep's last job cannot fail on a typo after the first ran. A
+    command line this does not cover (``--cfg``, ``--help``, another config folder, an
+    ``interval()`` sweep) is left to Hydra."""
     from hydra import compose, initialize_config_dir
     from hydra._internal.utils import get_args_parser
     from hydra.core.global_hydra import GlobalHydra
@@ -376,7 +384,11 @@ def check_command_line(prog: str, config_name: str, argv: Sequence[str]) -> None
         jobs = _jobs_to_check(args.overrides) if args.multirun else [args.overrides]
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
             for overrides in jobs:
-                check_ranges(compose(args.config_name or config_name, overrides=overrides))
+                cfg = compose(args.config_name or config_name, overrides=overrides)
+                check_required(cfg)
+                check_ranges(cfg)
+                if check is not None:
+                    check(cfg)
 
 
 def _jobs_to_check(overrides: list[str]) -> list[list[str]]:
@@ -402,15 +414,17 @@ def _jobs_to_check(overrides: list[str]) -> list[list[str]]:
     return jobs
 
 
-def hydra_cli(prog: str, config_name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def hydra_cli(prog: str, config_name: str, check: Callable[[DictConfig], Any] | None = None
+              ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorate a ``@hydra.main`` function (put it above) into the console script ``prog``:
-    :func:`check_command_line` runs first. Called with a config, the function runs as is."""
+    :func:`check_command_line` (with the tool's own ``check``) runs first. Called with a
+    config, the function runs as is."""
     def wrap(hydra_main: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(hydra_main)
         def main(cfg: DictConfig | None = None) -> Any:
             if cfg is not None:
                 return hydra_main(cfg)
-            check_command_line(prog, config_name, sys.argv[1:])
+            check_command_line(prog, config_name, sys.argv[1:], check)
             return hydra_main()
         return main
     return wrap

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import hydra
 import numpy as np
@@ -42,7 +42,7 @@ from omegaconf import DictConfig, OmegaConf
 from hih_lightning.analysis.published_results import FIG4_BEST_NME, FIG4_QUANTIZATION_NME
 from hih_lightning.codecs import Codec
 from hih_lightning.config import CONFIG_DIR
-from hih_lightning.data.formats import read_annotations, read_xywh_boxes
+from hih_lightning.data.formats import READERS, read_annotations, read_xywh_boxes
 from hih_lightning.data.metainfo import get_meta
 from hih_lightning.data.records import FaceRecord
 from hih_lightning.data.transforms import (
@@ -53,8 +53,9 @@ from hih_lightning.data.transforms import (
     crop_matrix,
     invert,
 )
+from hih_lightning.errors import ConfigError
 from hih_lightning.metrics import per_image_nme
-from hih_lightning.run_folder import hydra_cli
+from hih_lightning.run_folder import hydra_cli, job_dir, user_errors
 
 # Heatmap values rendered per chunk (16 MB of float32): bounds memory for WFLW at 128x128
 # (98 x 16,384 values per face) while keeping chunks large enough to amortise Python overhead.
@@ -81,17 +82,19 @@ class Protocol:
         return f"{self.name} x{factor if '.' in factor else factor + '.0'}"
 
 
-def parse_protocol(spec: str) -> Protocol:
-    """``"gt_box"`` or ``"gt_box@1.0"`` (protocol @ box enlargement factor)."""
+def parse_protocol(spec: str, key: str = "protocols") -> Protocol:
+    """``"gt_box"`` or ``"gt_box@1.0"`` (protocol @ box enlargement factor); a mistake is a
+    :class:`ConfigError` naming the config ``key``."""
     name, _, factor = str(spec).partition("@")
     if name not in CROP_PROTOCOLS:
-        raise ValueError(f"unknown crop protocol {name!r} in {spec!r}; valid: {CROP_PROTOCOLS}")
+        raise ConfigError(f"{key}: unknown crop protocol {name!r} in {spec!r}; valid: "
+                          f"{CROP_PROTOCOLS}")
     try:
         value = float(factor) if factor else None
     except ValueError:
-        raise ValueError(f"crop factor in {spec!r} is not a number") from None
+        raise ConfigError(f"{key}: crop factor in {spec!r} is not a number") from None
     if value is not None and not value > 0:
-        raise ValueError(f"crop factor in {spec!r} must be positive")
+        raise ConfigError(f"{key}: crop factor in {spec!r} must be positive")
     return Protocol(name, value)
 
 
@@ -123,10 +126,17 @@ def source_from_config(name: str, node: Mapping[str, Any]) -> QuantSource:
     """A :class:`QuantSource` from a plain ``datasets.<name>`` config mapping."""
     unknown = set(node) - {f for f in QuantSource.__dataclass_fields__ if f != "name"}
     if unknown:
-        raise ValueError(f"datasets.{name}: unknown keys {sorted(unknown)}")
+        raise ConfigError(f"datasets.{name}: unknown keys {sorted(unknown)}")
     for key in ("benchmark", "format", "path"):
         if not node.get(key):
-            raise ValueError(f"datasets.{name}.{key} is required")
+            raise ConfigError(f"datasets.{name}.{key} is required")
+    if node["format"] not in READERS:
+        raise ConfigError(f"datasets.{name}.format: unknown annotation format "
+                          f"{node['format']!r}; known: {sorted(READERS)}")
+    try:
+        get_meta(str(node["benchmark"]))
+    except KeyError as err:
+        raise ConfigError(f"datasets.{name}.benchmark: {err.args[0]}") from None
     pair = node.get("inter_ocular")
     boxes = node.get("boxes")
     return QuantSource(name=name, benchmark=str(node["benchmark"]), format=str(node["format"]),
@@ -156,16 +166,16 @@ def load_records(src: QuantSource) -> list[FaceRecord]:
     if isinstance(records, tuple):  # cofw_mat also returns the images; only landmarks matter
         records = records[0]
     if not records:
-        raise ValueError(f"datasets.{src.name}: {src.path} holds no faces")
+        raise ConfigError(f"datasets.{src.name}: {src.path} holds no faces")
     num_points = records[0].landmarks.shape[0]
     a, b = src.norm_indices()
     if max(a, b) >= num_points:
-        raise ValueError(f"datasets.{src.name}: inter-ocular pair {(a, b)} does not fit "
+        raise ConfigError(f"datasets.{src.name}: inter-ocular pair {(a, b)} does not fit "
                          f"{num_points} landmarks; set datasets.{src.name}.inter_ocular")
     if src.boxes is not None:
         boxes = read_xywh_boxes(src.boxes, key=src.boxes_key)
         if len(boxes) != len(records):
-            raise ValueError(f"datasets.{src.name}: {src.boxes} has {len(boxes)} boxes for "
+            raise ConfigError(f"datasets.{src.name}: {src.boxes} has {len(boxes)} boxes for "
                              f"{len(records)} faces in {src.path}")
         for record, box in zip(records, boxes, strict=True):
             record.box = box
@@ -260,6 +270,16 @@ def subset_nmes(errors: np.ndarray, records: Sequence[FaceRecord], benchmark: st
             for i, name in enumerate(names) if table[:, i].any()}
 
 
+def check_grid(sources: Iterable[QuantSource], heatmap_sizes: Sequence[int],
+               input_size: int) -> None:
+    """What :func:`run_grid` refuses before it reads a file: a missing file
+    (:func:`check_paths`), a heatmap size that does not divide the input size."""
+    check_paths(sources)
+    for size in heatmap_sizes:
+        if input_size % int(size):
+            raise ConfigError(f"heatmap_sizes: {size} does not divide input_size={input_size}")
+
+
 def run_grid(sources: Sequence[QuantSource], decoders: Mapping[str, CodecFactory],
              heatmap_sizes: Sequence[int], protocols: Sequence[Protocol], input_size: int = 256,
              chunk_elements: int = DEFAULT_CHUNK_ELEMENTS, progress: bool = False
@@ -268,10 +288,7 @@ def run_grid(sources: Sequence[QuantSource], decoders: Mapping[str, CodecFactory
 
     A protocol a source cannot supply (no box, no centre/scale) is skipped with a note.
     """
-    check_paths(sources)
-    for size in heatmap_sizes:
-        if input_size % int(size):
-            raise ValueError(f"heatmap size {size} does not divide input size {input_size}")
+    check_grid(sources, heatmap_sizes, input_size)
     work, skipped = [], []
     for src in sources:
         records = load_records(src)
@@ -472,7 +489,7 @@ def codec_factories(decoders: Mapping[str, Any], names: Sequence[str] | None = N
     chosen = list(decoders) if names is None else list(names)
     missing = [n for n in chosen if n not in decoders]
     if missing:
-        raise ValueError(f"decoder_names: {missing} not in decoders ({sorted(decoders)})")
+        raise ConfigError(f"decoder_names: {missing} not in decoders ({sorted(decoders)})")
 
     def factory(node: Any) -> CodecFactory:
         return lambda size: instantiate(node, heatmap_size=size)
@@ -480,17 +497,36 @@ def codec_factories(decoders: Mapping[str, Any], names: Sequence[str] | None = N
     return {name: factory(decoders[name]) for name in chosen}
 
 
-def run(cfg: DictConfig) -> list[QuantResult]:
-    """Run the configured grid and write the outputs; returns the results."""
+class QuantGrid(NamedTuple):
+    """What a config asks hih-quant to measure."""
+
+    sources: list[QuantSource]
+    decoders: dict[str, CodecFactory]
+    protocols: list[Protocol]
+    figure_protocol: Protocol
+
+
+def grid_from_config(cfg: DictConfig) -> QuantGrid:
+    """The config's grid with every name, size and file checked (:class:`ConfigError`,
+    :class:`~hih_lightning.errors.DataPathError`). hih-quant checks the command line's config
+    with it before Hydra makes a run folder, so a mistake leaves nothing behind."""
     datasets = OmegaConf.to_container(cfg.datasets, resolve=True) or {}
     names = list(cfg.dataset_names) if cfg.get("dataset_names") else list(datasets)
     missing = [n for n in names if n not in datasets]
     if missing:
-        raise ValueError(f"dataset_names: {missing} not in datasets ({sorted(datasets)})")
+        raise ConfigError(f"dataset_names: {missing} not in datasets ({sorted(datasets)})")
     sources = [source_from_config(n, datasets[n]) for n in names]
     decoders = codec_factories(cfg.decoders, list(cfg.decoder_names)
                                if cfg.get("decoder_names") else None)
     protocols = [parse_protocol(p) for p in cfg.protocols]
+    check_grid(sources, list(cfg.heatmap_sizes), int(cfg.input_size))
+    return QuantGrid(sources, decoders, protocols,
+                     parse_protocol(cfg.figure.protocol, key="figure.protocol"))
+
+
+def run(cfg: DictConfig) -> list[QuantResult]:
+    """Run the configured grid and write the outputs; returns the results."""
+    sources, decoders, protocols, figure_protocol = grid_from_config(cfg)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     start = time.perf_counter()
@@ -500,21 +536,20 @@ def run(cfg: DictConfig) -> list[QuantResult]:
     settings = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k])
                 else cfg[k] for k in ("input_size", "heatmap_sizes", "protocols", "decoders")}
     paths = write_outputs(results, skipped, sources, Path(cfg.paths.output_dir),
-                          parse_protocol(cfg.figure.protocol), list(cfg.figure.decoders),
+                          figure_protocol, list(cfg.figure.decoders),
                           settings, wall_seconds=time.perf_counter() - start)
     print(paths["markdown"].read_text(), flush=True)
     print(f"hih-quant: wrote {', '.join(str(p) for p in paths.values())}", flush=True)
     return results
 
 
-@hydra_cli("hih-quant", "quant")
+@hydra_cli("hih-quant", "quant", check=grid_from_config)
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="quant")
 def main(cfg: DictConfig) -> None:
-    """``hih-quant <hydra overrides>`` (config: conf/quant.yaml)."""
-    try:
+    """``hih-quant <hydra overrides>`` (config: conf/quant.yaml); a user error (a file found
+    malformed only when read) is one line, exit 2, and its run folder is removed."""
+    with user_errors("hih-quant", job_dir()):
         run(cfg)
-    except (FileNotFoundError, ValueError) as err:  # DataPathError, AnnotationError, config
-        raise SystemExit(f"hih-quant: {err}") from err
 
 
 if __name__ == "__main__":

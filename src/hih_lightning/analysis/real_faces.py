@@ -36,6 +36,7 @@ import torch
 from hih_lightning.data.benchmarks import YTF68DataModule
 from hih_lightning.data.datamodules import RecordSource, read_rgb
 from hih_lightning.data.metainfo import get_meta
+from hih_lightning.errors import USER_ERRORS
 from hih_lightning.metrics import auc_from_errors, failure_rate, per_image_nme
 from hih_lightning.predict.hog import HOGFaceDetector, import_dlib
 
@@ -342,6 +343,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.root is None and args.photos is None:
         parser.error("give --root (the YouTube Faces set), --photos (annotated photos) or both")
     try:
+        for run in args.runs:  # a wrong run folder is said before minutes of face detection
+            best_checkpoint(run)
+            run_label(run)
         if args.root is not None:
             results = compare(args.root, args.runs, args.out, args.split, args.upsample)
             print((args.out / "results.md").read_text())
@@ -349,8 +353,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.photos is not None:
             photos(args.photos, args.runs, args.out, args.upsample)
             print((args.out / "photos.md").read_text())
-    except (ImportError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (ImportError, FileNotFoundError, ValueError, *USER_ERRORS) as err:
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 2
     return 0
 

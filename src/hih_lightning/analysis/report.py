@@ -362,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         write_report(args.sweep_dir, args.out, args.by, where)
     except ReportError as err:
-        print(f"hih-report: {err}", file=sys.stderr)
+        print(f"hih-report: error: {err}", file=sys.stderr)
         return 2
     return 0
 

@@ -105,10 +105,19 @@ def run_config_path(checkpoint: str | Path) -> Path:
 
 
 def choose_device(device: str) -> torch.device:
-    """``auto``: the GPU when there is one, else the CPU."""
+    """``auto``: the GPU when there is one, else the CPU. A device this machine lacks is a
+    :class:`ConfigError` naming it, not torch's assertion at the first tensor sent there."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        chosen = torch.device(device)
+    except RuntimeError as err:
+        raise ConfigError(f"device={device}: {err} (device=auto, cpu, cuda or cuda:N)") from None
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if chosen.type == "cuda" and (chosen.index or 0) >= count:
+        raise ConfigError(f"device={device}: this machine has {count} CUDA device(s) "
+                          "(device=auto takes the GPU when there is one)")
+    return chosen
 
 
 class Predictor:
