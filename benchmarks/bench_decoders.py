@@ -19,13 +19,12 @@ import tempfile
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_train import Mode, cpu_description, time_step  # noqa: E402
+from bench_train import Mode, compose_cfg, cpu_description, time_step  # noqa: E402
 
-from hih_lightning.config import CONFIG_DIR, instantiate_node  # noqa: E402
+from hih_lightning.config import instantiate_node  # noqa: E402
 from hih_lightning.models.output import LocalDecimals  # noqa: E402
 
 # decoder -> overrides (the settings of experiments/subpixel/README.md's decoder table)
@@ -41,17 +40,12 @@ DECODERS: dict[str, list[str]] = {
 }
 
 
-def compose_decoder(budget: str, overrides: list[str], out: Path):
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        return compose("train", overrides=[f"experiment={budget}", "logger=csv",
-                                           f"paths.log_dir={out}", *overrides])
-
-
 def training_reads(codec) -> int:
-    """Pixels per landmark at which the loss reads a local decimal head: the mosaic of
-    radius 2r around the true pixel."""
-    r = getattr(codec, "window", 0)
-    return (4 * r + 1) ** 2
+    """Pixels per landmark at which the loss reads a local decimal head, as the codec's own
+    targets say (the window's training mosaic, or the true pixel alone)."""
+    targets = codec.encode(torch.full((1, 1, 2), codec.heatmap_size / 2))
+    pixels = targets.get("decimal_pixels")
+    return 1 if pixels is None else pixels.shape[2]
 
 
 def forward_gmacs(model: torch.nn.Module, size: int) -> float:
@@ -84,7 +78,7 @@ def main() -> None:
         for budget in args.budgets:
             base = None
             for name in args.decoders:
-                cfg = compose_decoder(budget, DECODERS[name], Path(tmp))
+                cfg = compose_cfg(budget, "cpu", None, Path(tmp), DECODERS[name])
                 model = instantiate_node(cfg, "model")
                 params = sum(p.numel() for p in model.parameters())
                 gmacs = forward_gmacs(model, int(cfg.model.net.input_size))

@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,9 +141,10 @@ def onednn_conv_kernels(mode: Mode) -> str:
 
 
 # -- building and timing -------------------------------------------------------------------
-def compose_cfg(experiment: str, device: str, input_size: int | None, out: Path):
+def compose_cfg(experiment: str, device: str, input_size: int | None, out: Path,
+                extra: Sequence[str] = ()):
     overrides = [f"experiment={experiment}", "logger=csv", f"paths.log_dir={out}",
-                 f"paths.output_dir={out / 'run'}"]
+                 f"paths.output_dir={out / 'run'}", *extra]
     if device == "cuda":
         overrides.append("trainer=gpu")
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):

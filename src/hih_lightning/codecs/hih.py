@@ -164,6 +164,7 @@ class HIHCodec(Codec):
             heatmaps = render_gaussians(integer, size, size, self.sigma)
             decimals = render_gaussians(cell, k, k, self.decimal_sigma)
         targets = {"heatmaps": heatmaps, "integer": integer}
+        off_map = None
         if self.window:
             reach = 2 * self.window
             pixels, valid = self.window_pixels(integer, reach)
@@ -172,7 +173,7 @@ class HIHCodec(Codec):
             off_map = stitch_mosaic(decimals.new_zeros(*valid.shape, k, k), valid) < 0
             targets["decimal_pixels"], targets["decimal_valid"] = pixels, valid
         flat = decimals.flatten(-2)
-        if "decimal_valid" in targets:  # no label mass on mosaic cells off the map
+        if off_map is not None:  # no label mass on mosaic cells off the map
             flat = flat.masked_fill(off_map.flatten(-2), -math.inf if self.soft_label == "softmax"
                                     else 0.0)
             decimals = flat.clamp_min(0).reshape(decimals.shape)
