@@ -128,7 +128,7 @@ reproduce-ytf68: install
 # report.md / report.csv / report.png, mean +- std over the seeds for each factor value.
 # Default budget (conf/experiment/synthetic_ablation.yaml): ~2 min per job on 2 CPU cores.
 # LAUNCHER: basic (one job after another), joblib (local processes), slurm (submitit).
-ABLATIONS := decimal_size soft_label decimal_loss heatmap_sigma codec stacks local_decimal_size hih_window hih_local_weight offset_weight integral_weight simcc
+ABLATIONS := decimal_size soft_label decimal_loss heatmap_sigma codec stacks local_decimal_size hih_window hih_local_weight offset_weight integral_weight offset_window simcc
 ABLATION_TARGETS := $(addprefix ablation-,$(ABLATIONS))
 LAUNCHER ?= basic
 # joblib runs each job in a loky worker process, where DataLoader worker processes fail to

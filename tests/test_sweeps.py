@@ -60,6 +60,8 @@ SWEEP_DESIGN: dict[str, dict[str, list[str]]] = {
                          "model.loss.decimal_weight": ["0.01", "0.05", "0.12", "0.3", "1.0"]},
     "offset_weight": {"model/codec": ["offset_map"],
                       "model.loss.offset_weight": ["0.005", "0.02", "0.06", "0.2"]},
+    "offset_window": {"model/codec": ["offset_map"], "model.codec.window": ["1"],
+                      "model.loss.offset_weight": ["0.005", "0.02", "0.06"]},
     "integral_weight": {"model/codec": ["soft_argmax"],
                         "model.loss.integral_weight": ["0.1", "0.3", "1.0", "3.0"]},
     "simcc": {"model/codec": ["simcc"], "model.loss.simcc_weight": ["0.1", "0.3", "1.0"],

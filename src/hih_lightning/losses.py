@@ -80,17 +80,28 @@ def decimal_mse(logits: torch.Tensor, target: torch.Tensor,
 
 
 def offset_l1(pred: torch.Tensor, target: torch.Tensor, integer: torch.Tensor | None = None,
-              weights: torch.Tensor | None = None) -> torch.Tensor:
-    """L1 between predicted and target fractional offsets (B, N, 2).
+              weights: torch.Tensor | None = None, valid: torch.Tensor | None = None
+              ) -> torch.Tensor:
+    """L1 between predicted and target offsets (B, N, 2).
 
     pred is (B, N, 2) (FC head) or (B, N, 2, H, W) offset maps, which are read at the target
     integer pixel ``integer`` (B, N, 2) long (CenterNet practice: supervise at the GT pixel).
+    A codec window gives M pixels per landmark: ``integer`` and ``target`` (B, N, M, 2) and
+    ``valid`` (B, N, M), the pixels on the map; their errors are summed over the M pixels, so
+    the weight is per pixel, as the HIH window's CSC.
     """
     if pred.dim() == 5:
         if integer is None:
             raise ValueError("offset maps need the target integer pixel (targets['integer'])")
         pred = read_offset_maps(pred, integer[..., 0], integer[..., 1])
-    return _weighted_mean((pred.float() - target.float()).abs(), weights)
+    elif valid is not None:
+        raise ValueError("a codec window trains offset maps at several pixels: the head must "
+                         "give (B, N, 2, H, W) maps (net.head=offset_map), got "
+                         f"{tuple(pred.shape)}")
+    err = (pred.float() - target.float()).abs()
+    if valid is not None:
+        err = (err * valid.unsqueeze(-1)).sum(dim=2)
+    return _weighted_mean(err, weights)
 
 
 def integral_l1(heatmaps: torch.Tensor, coords: torch.Tensor, codec: SoftArgmaxCodec,
@@ -115,7 +126,7 @@ class LandmarkLoss:
     - decimal ("csc" -> key "csc", "mse" -> key "decimal_mse"): when output.decimals is
       present and ``decimal != "none"``; needs targets "decimal_labels" / "decimals".
     - "offset": when output.offsets is present and offset_weight > 0; needs "offsets"
-      (and "integer" for offset maps).
+      (and "integer" for offset maps, or a window's "offset_pixels" and "offset_valid").
     - "simcc": when output.simcc is present and simcc_weight > 0; needs "simcc_labels".
     - "integral": when integral_weight > 0; needs "coords".
     Local decimal maps (``LocalDecimals``) are read at targets["integer"], the true pixel, or,
@@ -198,8 +209,10 @@ class LandmarkLoss:
         if self.offset_weight > 0:
             if output.offsets is not None:
                 off = self._need(targets, "offsets", "offset")
+                pixels = targets.get("offset_pixels", targets.get("integer"))
                 terms["offset"] = (self.offset_weight,
-                                   offset_l1(output.offsets, off, targets.get("integer"), w))
+                                   offset_l1(output.offsets, off, pixels, w,
+                                             targets.get("offset_valid")))
             elif "offsets" in targets:
                 raise ValueError("the codec made offset targets but the network output has no "
                                  "offsets (no offset head)")

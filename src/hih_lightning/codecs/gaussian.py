@@ -100,6 +100,19 @@ def gather_patch(maps: torch.Tensor, x: torch.Tensor, y: torch.Tensor, radius: i
     return vals.mul_(row_in * col_in)  # float masks: far cheaper than bool ops on the patch
 
 
+def window_pixels(integer: torch.Tensor, radius: int, size: int
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The M = (2r+1)^2 pixels around each integer pixel (..., 2), r = ``radius``, clipped to a
+    size x size map: (..., M, 2), row-major from (-r, -r), the centre is entry M // 2; and
+    (..., M) bool, whether the pixel was on the map before clipping."""
+    offs = torch.arange(-radius, radius + 1, device=integer.device)
+    dy, dx = torch.meshgrid(offs, offs, indexing="ij")
+    steps = torch.stack((dx.flatten(), dy.flatten()), dim=-1)         # (M, 2) as (x, y)
+    pixels = integer.unsqueeze(-2) + steps
+    valid = ((pixels >= 0) & (pixels < size)).all(-1)
+    return pixels.clamp_(0, size - 1), valid
+
+
 def working_dtype(x: torch.Tensor) -> torch.dtype:
     """float64 stays float64; everything else (ints, fp16, bf16, fp32) is handled in float32."""
     return torch.float64 if x.dtype == torch.float64 else torch.float32

@@ -41,6 +41,7 @@ from hih_lightning.codecs.gaussian import (
     gather_pixels,
     render_gaussians,
     split_integer,
+    window_pixels,
 )
 from hih_lightning.models.output import LocalDecimals, NetOutput
 
@@ -167,7 +168,7 @@ class HIHCodec(Codec):
         off_map = None
         if self.window:
             reach = 2 * self.window
-            pixels, valid = self.window_pixels(integer, reach)
+            pixels, valid = window_pixels(integer, reach, size)
             side = (2 * reach + 1) * k
             decimals = render_gaussians(reach * k + cell, side, side, self.decimal_sigma)
             off_map = stitch_mosaic(decimals.new_zeros(*valid.shape, k, k), valid) < 0
@@ -182,18 +183,6 @@ class HIHCodec(Codec):
         else:
             labels = flat / flat.sum(dim=-1, keepdim=True).clamp_min(1e-12)
         return {**targets, "decimals": decimals, "decimal_labels": labels}
-
-    def window_pixels(self, integer: torch.Tensor, radius: int
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The M = (2r+1)^2 pixels around each integer pixel (B, N, 2), r = ``radius``, clipped
-        to the map: (B, N, M, 2), row-major from (-r, -r), the centre is entry M // 2; and
-        (B, N, M) bool, whether the pixel was on the map before clipping."""
-        offs = torch.arange(-radius, radius + 1, device=integer.device)
-        dy, dx = torch.meshgrid(offs, offs, indexing="ij")
-        steps = torch.stack((dx.flatten(), dy.flatten()), dim=-1)         # (M, 2) as (x, y)
-        pixels = integer.unsqueeze(-2) + steps
-        valid = ((pixels >= 0) & (pixels < self.heatmap_size)).all(-1)
-        return pixels.clamp_(0, self.heatmap_size - 1), valid
 
     def ideal_output(self, landmarks: torch.Tensor) -> NetOutput:
         """Perfect output; with a window, the decimal map as read at the true pixel."""
@@ -240,7 +229,8 @@ class HIHCodec(Codec):
         (B, N, K, K) tensor, the published head's or an ideal output, is taken as it is)."""
         if not self.window or (torch.is_tensor(decimals) and decimals.dim() == 4):
             return read_decimal_maps(decimals, ix, iy)
-        pixels, valid = self.window_pixels(torch.stack((ix, iy), dim=-1), self.window)
+        pixels, valid = window_pixels(torch.stack((ix, iy), dim=-1), self.window,
+                                      self.heatmap_size)
         return stitch_mosaic(read_decimal_maps(decimals, pixels[..., 0], pixels[..., 1]), valid)
 
     def diagnostics(self, output: NetOutput, landmarks: torch.Tensor) -> dict[str, torch.Tensor]:
