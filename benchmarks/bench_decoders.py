@@ -32,6 +32,8 @@ DECODERS: dict[str, list[str]] = {
     "argmax": ["model/codec=argmax"],
     "soft-argmax": ["model/codec=soft_argmax", "model.loss.integral_weight=0.3"],
     "offset maps": ["model/codec=offset_map", "model.loss.offset_weight=0.06"],
+    "offset maps, r = 1 neighbours": ["model/codec=offset_map", "model.codec.window=1",
+                                      "model.loss.offset_weight=0.02"],
     "SimCC": ["model/codec=simcc", "model.loss.simcc_weight=0.3"],
     "HIH, published head": ["model/codec=hih"],
     "HIH-local as first built (r = 0, softmax labels)": [
