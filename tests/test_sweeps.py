@@ -61,7 +61,7 @@ SWEEP_DESIGN: dict[str, dict[str, list[str]]] = {
     "offset_weight": {"model/codec": ["offset_map"],
                       "model.loss.offset_weight": ["0.005", "0.02", "0.06", "0.2"]},
     "offset_window": {"model/codec": ["offset_map"], "model.codec.window": ["1"],
-                      "model.loss.offset_weight": ["0.005", "0.02", "0.06"]},
+                      "model.loss.offset_weight": ["0.002", "0.005", "0.02"]},
     "integral_weight": {"model/codec": ["soft_argmax"],
                         "model.loss.integral_weight": ["0.1", "0.3", "1.0", "3.0"]},
     "simcc": {"model/codec": ["simcc"], "model.loss.simcc_weight": ["0.1", "0.3", "1.0"],
