@@ -37,7 +37,8 @@ DECODERS: dict[str, list[str]] = {
     "SimCC": ["model/codec=simcc", "model.loss.simcc_weight=0.3"],
     "HIH, published head": ["model/codec=hih"],
     "HIH-local as first built (r = 0, softmax labels)": [
-        "model/codec=hih_local", "model.codec.window=0", "model.codec.soft_label=softmax"],
+        "model/codec=hih_local", "model.codec.window=0", "model.codec.decimal_decode=argmax",
+        "model.codec.soft_label=softmax"],
     "HIH-local (r = 1 mosaic, Gaussian labels)": ["model/codec=hih_local"],
 }
 

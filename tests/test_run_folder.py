@@ -132,6 +132,21 @@ def test_eval_of_a_non_default_codec_run_needs_no_overrides(tmp_path,
         assert evaluated[key] == pytest.approx(trained[key], abs=1e-6), key
 
 
+def test_an_override_of_a_key_newer_than_the_run_reaches_it(tmp_path, finished_run):
+    """A key added to the project after the run (absent from its saved config) and asked for
+    at its new default must still be set, not dropped because the default already has it."""
+    saved = OmegaConf.load(finished_run / SAVED_CONFIG)
+    default = saved.model.codec.sigma
+    del saved.model.codec["sigma"]
+    OmegaConf.save(saved, finished_run / SAVED_CONFIG)
+    overrides = [f"run_dir={finished_run}", f"model.codec.sigma={default}"]
+    cfg = _default_cfg(tmp_path, *overrides, "logger=none", config_name="eval")
+    merged = with_run_config(cfg, overrides, task="eval")
+    assert merged.model.codec.sigma == default
+    untouched = with_run_config(cfg, [f"run_dir={finished_run}"], task="eval")
+    assert "sigma" not in untouched.model.codec
+
+
 def test_eval_data_overrides_apply_on_top_of_the_run(tmp_path, finished_run):
     overrides = ["ckpt_path=last", "data.test_size=5", "trainer.accelerator=cpu"]
     cfg = _default_cfg(tmp_path, *overrides, config_name="eval")

@@ -55,6 +55,7 @@ SWEEP_DESIGN: dict[str, dict[str, list[str]]] = {
     "stacks": {"model.net.num_stacks": ["1", "2", "4"]},
     # issue 28: HIH-local's window and weight, and each peer's main knob (64 px budget)
     "hih_window": {"model/codec": ["hih_local"], "model.codec.window": ["0", "1", "2"],
+                   "model.codec.decimal_decode": ["argmax"],
                    "model.codec.soft_label": ["softmax", "gaussian"]},
     "hih_local_weight": {"model/codec": ["hih_local"],
                          "model.loss.decimal_weight": ["0.01", "0.05", "0.12", "0.3", "1.0"]},

@@ -169,7 +169,16 @@ def _apply_overrides(target: DictConfig, run_overrides: list[str], changes: list
     except Exception as err:  # noqa: BLE001 - Hydra raises several types for bad overrides
         raise ConfigError(f"cannot apply {changes} on top of the run's overrides {fixed}: "
                           f"{err}") from err
-    return _patch(target, before, after, "")
+    changed = _patch(target, before, after, "")
+    # a key the project gained after the run was made: the run's config lacks it, and when
+    # its new default is the value asked for, before and after agree and the diff misses it
+    composed = OmegaConf.create(after)
+    for key in (_key(o) for o in changes if "/" not in _key(o)):
+        value = OmegaConf.select(composed, key, default=_MISSING)
+        if value is not _MISSING and OmegaConf.select(target, key, default=_MISSING) is _MISSING:
+            OmegaConf.update(target, key, value, merge=False, force_add=True)
+            changed.append(key)
+    return changed
 
 
 def _compose(overrides: list[str]) -> dict:

@@ -26,6 +26,14 @@ can outscore the argmax pixel's, which repairs an integer argmax up to r pixels 
 landmark = i - r + (c + 0.5) / k, c in 0..K-1. Trained on the mosaic of radius 2r around the
 true pixel (every pixel that a decode window at an argmax up to r off can show), cells of
 pixels off the map masked out. r = 0 is HIH-local as first built (one read, the true pixel).
+
+``decimal_decode="expectation"`` reads the decimal heatmap as the distribution the CSC loss
+trains it to be: the landmark's fraction is the softmax-weighted mean of the cell centres
+instead of the top cell's centre. The argmax throws away how the mass is spread, e.g. between
+two neighbouring cells or across a pixel border; the published head decodes with the argmax.
+It needs a window (r >= 1): then a label's Gaussian lies whole inside the decoded window, and
+the mean is its centre, except on the map's outermost pixels, where the cells off the map are
+cut and the mean is pulled inward by less than a cell.
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ from hih_lightning.codecs.gaussian import (
 from hih_lightning.models.output import LocalDecimals, NetOutput
 
 SoftLabel = Literal["softmax", "gaussian"]
+DecimalDecode = Literal["argmax", "expectation"]
 _SOFT_LABELS = get_args(SoftLabel)
 
 
@@ -117,9 +126,18 @@ class HIHCodec(Codec):
 
     def __init__(self, heatmap_size: int = 64, decimal_size: int = 8, sigma: float = 1.5,
                  decimal_sigma: float = 1.0, soft_label: SoftLabel = "softmax",
-                 published_compat: bool = False, window: int = 0) -> None:
+                 published_compat: bool = False, window: int = 0,
+                 decimal_decode: DecimalDecode = "argmax") -> None:
         if soft_label not in _SOFT_LABELS:
             raise ValueError(f"soft_label must be one of {_SOFT_LABELS}, got {soft_label!r}")
+        if decimal_decode not in get_args(DecimalDecode):
+            raise ValueError(f"decimal_decode must be one of {get_args(DecimalDecode)}, got "
+                             f"{decimal_decode!r}")
+        if decimal_decode != "argmax" and (published_compat or not window):
+            raise ValueError("decimal_decode='expectation' needs window >= 1 and no "
+                             "published_compat: a map cut at its pixel's border (window 0) "
+                             "pulls the mean toward the pixel centre, by up to a cell; decode "
+                             "those with decimal_decode='argmax' (model.codec.decimal_decode)")
         if decimal_size < 1 or heatmap_size < 1:
             raise ValueError("heatmap_size and decimal_size must be positive")
         if window < 0 or (window and published_compat):
@@ -131,12 +149,13 @@ class HIHCodec(Codec):
         self.soft_label = soft_label
         self.published_compat = bool(published_compat)
         self.window = int(window)
+        self.decimal_decode = decimal_decode
 
     def __repr__(self) -> str:
         return (f"HIHCodec(heatmap_size={self.heatmap_size}, decimal_size={self.decimal_size}, "
                 f"sigma={self.sigma}, decimal_sigma={self.decimal_sigma}, "
                 f"soft_label={self.soft_label!r}, published_compat={self.published_compat}, "
-                f"window={self.window})")
+                f"window={self.window}, decimal_decode={self.decimal_decode!r})")
 
     @property
     def window_cells(self) -> int:
@@ -191,16 +210,28 @@ class HIHCodec(Codec):
             # the mosaic of radius 2r cut to the decode window of radius r around the truth
             cut = self.window * self.decimal_size
             out.decimals = out.decimals[..., cut:-cut, cut:-cut]
+        if self.decimal_decode == "expectation" and out.decimals is not None:
+            # logits whose softmax is the normalised Gaussian label, symmetric about the cell
+            out.decimals = out.decimals.clamp_min(1e-12).log()
         return out
 
     # -- decode ---------------------------------------------------------------------------
     def decode(self, output: NetOutput) -> Decoded:
-        """Integer argmax of the last stack + decimal argmax over the k*k classes."""
+        """Integer argmax of the last stack + the decimal heatmap's argmax cell, or with
+        ``decimal_decode="expectation"`` its softmax-weighted mean cell centre."""
         if output.decimals is None:
             raise ValueError("HIHCodec.decode needs output.decimals (the HIH decimal head)")
         ix, iy, score = flat_argmax(output.heatmaps[:, -1])
-        cx, cy, dval = self._decimal_argmax(output, ix, iy)
         k = self.decimal_size
+        if self.decimal_decode == "expectation":
+            decimals = self._read_checked(output, ix, iy)
+            prob = torch.softmax(decimals.flatten(-2).float(), dim=-1).view(decimals.shape)
+            centres = (torch.arange(decimals.shape[-1], device=decimals.device) + 0.5) / k
+            dx = (prob.sum(dim=-2) * centres).sum(dim=-1) - self.window
+            dy = (prob.sum(dim=-1) * centres).sum(dim=-1) - self.window
+            landmarks = torch.stack((ix.float() + dx, iy.float() + dy), dim=-1)
+            return Decoded(landmarks=landmarks, scores=score)
+        cx, cy, dval = self._decimal_argmax(output, ix, iy)
         if self.published_compat:
             keep = (dval.float() > 0).float()  # the published silent drop when all logits <= 0
             dx, dy = cx / k * keep, cy / k * keep
@@ -212,6 +243,14 @@ class HIHCodec(Codec):
     def _decimal_argmax(self, output: NetOutput, ix: torch.Tensor, iy: torch.Tensor
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The decimal map read at (ix, iy): its argmax cell (x, y) as long and its logit."""
+        decimals = self._read_checked(output, ix, iy)
+        big = decimals.shape[-1]
+        dval, didx = decimals.flatten(-2).max(dim=-1)
+        return didx % big, didx // big, dval
+
+    def _read_checked(self, output: NetOutput, ix: torch.Tensor, iy: torch.Tensor
+                      ) -> torch.Tensor:
+        """``read_window`` at (ix, iy), refusing a head whose K disagrees with the codec's."""
         decimals = self.read_window(output.decimals, ix, iy)
         big = decimals.shape[-1]
         if big != self.window_cells:
@@ -219,8 +258,7 @@ class HIHCodec(Codec):
                              f"{self.decimal_size} and window={self.window} need "
                              f"{self.window_cells} x {self.window_cells}: model.net.decimal_size "
                              "and the codec's disagree")
-        dval, didx = decimals.flatten(-2).max(dim=-1)
-        return didx % big, didx // big, dval
+        return decimals
 
     def read_window(self, decimals: torch.Tensor | LocalDecimals, ix: torch.Tensor,
                     iy: torch.Tensor) -> torch.Tensor:
