@@ -15,7 +15,6 @@ import torch
 
 from hih_lightning.codecs import HIHCodec
 from hih_lightning.models.output import NetOutput
-
 from test_hih_window import _heatmap_peaks, _points
 
 H = 16
