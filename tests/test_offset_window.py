@@ -111,3 +111,60 @@ def test_a_window_needs_offset_maps_and_trains_from_the_composed_config(compose_
                                          _points(1, 3, seed=2)))
     with pytest.raises(ValueError, match="window"):
         OffsetCodec(window=-1)
+
+
+def test_vote_is_the_heatmap_weighted_mean_of_the_window_pixels_estimates() -> None:
+    """offset_decode='vote': each pixel within r of the argmax says pixel + its offset; the
+    landmark is their mean weighted by the integer heatmap there (hand computation)."""
+    codec = OffsetCodec(heatmap_size=H, window=1, offset_decode="vote")
+    hm = torch.zeros(1, 1, 1, H, H)
+    hm[0, 0, 0, 5, 6] = 1.0                         # argmax at (x 6, y 5)
+    hm[0, 0, 0, 5, 7] = 0.5                         # right neighbour
+    hm[0, 0, 0, 4, 6] = -0.3                        # a negative weight counts 0
+    hm[0, 0, 0, 5, 9] = 0.9                         # outside the window: not read
+    maps = torch.zeros(1, 1, 2, H, H)
+    maps[0, 0, :, 5, 6] = torch.tensor([0.2, 0.4])  # says (6.2, 5.4)
+    maps[0, 0, :, 5, 7] = torch.tensor([-0.5, 0.1])  # says (6.5, 5.1)
+    maps[0, 0, :, 4, 6] = torch.tensor([3.0, 3.0])  # would say (9, 7) if it counted
+    got = codec.decode(NetOutput(heatmaps=hm, offsets=maps)).landmarks[0, 0]
+    hand = (1.0 * torch.tensor([6.2, 5.4]) + 0.5 * torch.tensor([6.5, 5.1])) / 1.5
+    assert torch.allclose(got, hand, atol=1e-6)
+    pixel = OffsetCodec(heatmap_size=H, window=1).decode(NetOutput(heatmaps=hm, offsets=maps))
+    assert torch.allclose(pixel.landmarks[0, 0], torch.tensor([6.2, 5.4]))
+    # at the corner the window's pixels off the map (clipped onto the border) vote not at all
+    hm = torch.zeros(1, 1, 1, H, H)
+    hm[0, 0, 0, 0, 0], hm[0, 0, 0, 0, 1] = 1.0, 0.5
+    maps = torch.zeros(1, 1, 2, H, H)
+    maps[0, 0, :, 0, 0] = torch.tensor([0.2, 0.3])
+    maps[0, 0, :, 0, 1] = torch.tensor([-0.4, 0.6])
+    got = codec.decode(NetOutput(heatmaps=hm, offsets=maps)).landmarks[0, 0]
+    hand = (1.0 * torch.tensor([0.2, 0.3]) + 0.5 * torch.tensor([0.6, 0.6])) / 1.5
+    assert torch.allclose(got, hand, atol=1e-6)
+
+
+def test_vote_round_trips_repairs_a_wrong_argmax_and_stays_on_the_map_at_a_corner() -> None:
+    codec = OffsetCodec(heatmap_size=H, window=1, offset_decode="vote")
+    pts = torch.cat((_points(2, 6, seed=3, lo=1.0, hi=H - 1.0),
+                     torch.tensor([[[0.2, 15.9]], [[15.5, 0.1]]])), dim=1)   # corners
+    ideal = codec.ideal_output(pts)
+    assert torch.allclose(codec.decode(ideal).landmarks, pts, atol=1e-5)
+    # a one-pixel peak one pixel off: the votes of the window all point at the landmark
+    wrong = torch.floor(pts).long() + torch.tensor([1, 0])
+    wrong[..., 0].clamp_(max=H - 1)
+    got = codec.decode(NetOutput(heatmaps=_peaks(wrong), offsets=ideal.offsets)).landmarks
+    assert torch.allclose(got, pts, atol=1e-5)
+    # an all-negative heatmap falls back to the argmax pixel's (here 0, 0) own estimate
+    maps = torch.randn(2, 7, 2, H, H)
+    got = codec.decode(NetOutput(heatmaps=-torch.ones(2, 1, 7, H, H), offsets=maps)).landmarks
+    assert torch.allclose(got, maps[..., 0, 0], atol=1e-6)
+
+
+def test_vote_is_refused_without_a_window_and_composes_from_the_config(compose_cfg) -> None:
+    with pytest.raises(ValueError, match="model.codec.offset_decode"):
+        OffsetCodec(window=0, offset_decode="vote")
+    with pytest.raises(ValueError, match="offset_decode must be one of"):
+        OffsetCodec(window=1, offset_decode="mean")
+    cfg = compose_cfg("model/codec=offset_map", "model.codec.window=1",
+                      "model.codec.offset_decode=vote")
+    assert instantiate_node(cfg, "model").codec.offset_decode == "vote"
+    assert compose_cfg("model/codec=offset_map").model.codec.offset_decode == "pixel"

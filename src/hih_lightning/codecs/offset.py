@@ -10,9 +10,17 @@ true pixel, each on the offset from itself to the landmark (p - pixel, up to r +
 pixels off the map left out. The decode is unchanged, argmax + the offset read there, so an
 argmax up to r pixels off is pointed back to the landmark. r = 0 supervises the true pixel
 alone (CenterNet).
+
+``offset_decode="vote"`` (needs a window) is the counterpart of HIH-local's expectation
+decode: every pixel within r of the argmax was trained to point at the landmark, so each
+casts its own estimate (pixel + its offset), and the landmark is their mean weighted by the
+integer heatmap there (negatives count 0). One pixel's offset carries that pixel's noise
+alone; the vote averages it over the pixels the network believes in.
 """
 
 from __future__ import annotations
+
+from typing import Literal, get_args
 
 import torch
 
@@ -25,6 +33,8 @@ from hih_lightning.codecs.gaussian import (
     window_pixels,
 )
 from hih_lightning.models.output import NetOutput
+
+OffsetDecode = Literal["pixel", "vote"]
 
 
 def read_offset_maps(maps: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor) -> torch.Tensor:
@@ -42,7 +52,8 @@ class OffsetCodec(Codec):
     (2r+1)^2 pixels around the true one (clipped to the map), "offset_valid" (B,N,M) on the map.
 
     decode: argmax i of the last stack + offsets, which may be (B, N, 2) (used directly) or
-    (B, N, 2, H, W) maps (read at the argmax pixel).
+    (B, N, 2, H, W) maps (read at the argmax pixel; with ``offset_decode="vote"`` the
+    heatmap-weighted mean of the window's pixels' own estimates).
     ``ideal_output`` gives (B, N, 2) offsets by default (cheap, and the FC head's format);
     with ``offset_maps=True`` it gives maps, each constant at the target offset (a stride-0
     expanded view, so no extra memory), i.e. a perfect CenterNet-style head; with a window,
@@ -50,17 +61,27 @@ class OffsetCodec(Codec):
     """
 
     def __init__(self, heatmap_size: int = 64, sigma: float = 1.5,
-                 offset_maps: bool = False, window: int = 0) -> None:
+                 offset_maps: bool = False, window: int = 0,
+                 offset_decode: OffsetDecode = "pixel") -> None:
         if int(window) < 0:
             raise ValueError(f"window must be >= 0 pixels, got {window}")
+        if offset_decode not in get_args(OffsetDecode):
+            raise ValueError(f"offset_decode must be one of {get_args(OffsetDecode)}, got "
+                             f"{offset_decode!r} (model.codec.offset_decode)")
+        if offset_decode == "vote" and int(window) < 1:
+            raise ValueError("offset_decode='vote' needs window >= 1: with window 0 only the "
+                             "true pixel's offset is trained, so its neighbours' votes are "
+                             "noise (model.codec.offset_decode, model.codec.window)")
         self.heatmap_size = int(heatmap_size)
         self.sigma = float(sigma)
         self.offset_maps = bool(offset_maps) or int(window) > 0
         self.window = int(window)
+        self.offset_decode = offset_decode
 
     def __repr__(self) -> str:
         return (f"OffsetCodec(heatmap_size={self.heatmap_size}, sigma={self.sigma}, "
-                f"offset_maps={self.offset_maps}, window={self.window})")
+                f"offset_maps={self.offset_maps}, window={self.window}, "
+                f"offset_decode={self.offset_decode!r})")
 
     def encode(self, landmarks: torch.Tensor) -> dict[str, torch.Tensor]:
         """Integer Gaussian targets, offsets and the integer pixel (keys in the class doc)."""
@@ -90,14 +111,33 @@ class OffsetCodec(Codec):
         return out
 
     def decode(self, output: NetOutput) -> Decoded:
-        """argmax + offset (read at the argmax pixel when offsets are maps)."""
+        """argmax + offset (read at the argmax pixel when offsets are maps), or the vote."""
         if output.offsets is None:
             raise ValueError("OffsetCodec.decode needs output.offsets (an offset head)")
-        ix, iy, score = flat_argmax(output.heatmaps[:, -1])
+        heatmaps = output.heatmaps[:, -1]
+        ix, iy, score = flat_argmax(heatmaps)
         off = output.offsets
+        if self.offset_decode == "vote":
+            if off.dim() != 5:
+                raise ValueError(f"offset_decode='vote' needs offset maps (B, N, 2, H, W), "
+                                 f"got {tuple(off.shape)}")
+            return Decoded(self._vote(heatmaps, off, ix, iy), score)
         if off.dim() == 5:
             off = read_offset_maps(off, ix, iy)
         elif off.dim() != 3 or off.shape[-1] != 2:
             raise ValueError(f"offsets must be (B, N, 2) or (B, N, 2, H, W), got {off.shape}")
         pts = torch.stack((ix.float(), iy.float()), dim=-1) + off.float()
         return Decoded(pts, score)
+
+    def _vote(self, heatmaps: torch.Tensor, maps: torch.Tensor, ix: torch.Tensor,
+              iy: torch.Tensor) -> torch.Tensor:
+        """Heatmap-weighted mean of pixel + offset over the window around the argmax."""
+        pixels, valid = window_pixels(torch.stack((ix, iy), dim=-1), self.window,
+                                      heatmaps.shape[-1])               # (B, N, M, 2), (B, N, M)
+        px, py = pixels[..., 0], pixels[..., 1]
+        weight = gather_pixels(heatmaps, px, py).clamp_min(0) * valid
+        centre = weight.shape[-1] // 2
+        # a window whose heatmap is all <= 0 falls back to the argmax pixel's own estimate
+        weight[..., centre] += (weight.sum(-1) == 0).float()
+        votes = pixels.float() + read_offset_maps(maps, px, py)        # (B, N, M, 2)
+        return (weight.unsqueeze(-1) * votes).sum(-2) / weight.sum(-1, keepdim=True)
